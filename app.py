@@ -1,0 +1,70 @@
+"""Wiring: create_app(settings) builds the connexion app from the contract and its parts."""
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from connexion import FlaskApp
+from connexion.jsonifier import Jsonifier
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+
+import storage
+from handlers import problems, root
+from middleware.allow import AllowMiddleware
+from settings import Settings
+
+ROOT = Path(__file__).parent
+SPEC = ROOT / "openapi.yaml"
+
+
+def create_app(settings: Settings | None = None) -> FlaskApp:
+    settings = settings or Settings.from_env()
+    engine = storage.make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    storage.check_current(engine)
+
+    app = FlaskApp(
+        __name__,
+        specification_dir=ROOT,
+        # The tutorial's JSON_AS_ASCII=False: names come back as UTF-8, not \u escapes.
+        jsonifier=Jsonifier(json, ensure_ascii=False, separators=(",", ":")),
+    )
+    spec = load_spec()
+    app.add_api(
+        spec,
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        swagger_ui_options=SwaggerUIOptions(
+            spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"
+        ),
+    )
+    app.add_middleware(
+        AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec
+    )
+    app.app.config["SETTINGS"] = settings
+    app.app.extensions["user_store"] = storage.UserStore(engine)
+    app.app.extensions["api_links"] = root.links_from_spec(spec)
+    problems.init_app(app)
+    return app
+
+
+@cache
+def load_spec() -> dict[str, Any]:
+    """The contract, parsed once per process (connexion copies what it changes)."""
+    spec: dict[str, Any] = yaml.load(SPEC.read_bytes(), Loader=yaml.CSafeLoader)  # noqa: S506
+    return spec
+
+
+def __getattr__(name: str) -> FlaskApp:
+    # `app` is built on first use (gunicorn's `app:app`), not at import, so tests and
+    # tools can import create_app without touching a database.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

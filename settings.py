@@ -1,0 +1,52 @@
+"""Configuration, read from the environment in one place, with safe defaults."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from storage import DEFAULT_DATABASE_URL
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Per worker. Under gevent one worker holds many requests at once, so the pool,
+    # not the worker count, bounds how many talk to the database together.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    # Checks every response against the spec: on in tests, off in production (it costs).
+    validate_responses: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        return cls(
+            database_url=environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            db_pool_size=_int(environ, "DB_POOL_SIZE", cls.db_pool_size),
+            db_max_overflow=_int(environ, "DB_MAX_OVERFLOW", cls.db_max_overflow),
+            validate_responses=_bool(environ, "VALIDATE_RESPONSES", cls.validate_responses),
+        )
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")

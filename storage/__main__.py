@@ -1,0 +1,20 @@
+"""`python -m storage upgrade`: apply schema migrations to DATABASE_URL."""
+
+import sys
+
+from settings import Settings
+from storage import make_engine, upgrade
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["upgrade"]:
+        print("usage: python -m storage upgrade", file=sys.stderr)
+        return 2
+    engine = make_engine(Settings.from_env().database_url)
+    upgrade(engine)
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

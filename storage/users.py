@@ -1,0 +1,127 @@
+"""Queries on the users table. Knows nothing of HTTP: callers get User values or errors."""
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+
+from storage.tables import users
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    age: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserNotFound(LookupError):
+    """No user has this id (it never existed or was deleted)."""
+
+
+class VersionMismatch(Exception):
+    """The user exists but its version is not one the caller expected."""
+
+
+# None: change whatever version is current; a collection: only one of these versions.
+Versions = Collection[int] | None
+
+
+class UserStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+    def page(self, *, after: int, limit: int) -> tuple[list[User], int, bool]:
+        """Up to `limit` users with id > after, oldest first; the total; whether more follow."""
+        # Keyset pagination: one more row than asked tells whether a next page exists.
+        query = select(users).where(users.c.id > after).order_by(users.c.id).limit(limit + 1)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            total = conn.execute(select(func.count()).select_from(users)).scalar_one()
+        return [_user(row) for row in rows[:limit]], total, len(rows) > limit
+
+    def get(self, user_id: int) -> User:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+        if row is None:
+            raise UserNotFound(user_id)
+        return _user(row)
+
+    def create(self, *, name: str, age: int) -> User:
+        now = _now()
+        values = {"name": name, "age": age, "version": 1, "created_at": now, "updated_at": now}
+        with self.engine.begin() as conn:
+            row = conn.execute(insert(users).values(values).returning(*users.c)).one()
+        return _user(row)
+
+    def update(self, user_id: int, changes: Mapping[str, Any], *, versions: Versions) -> User:
+        """Apply changes atomically if the version matches; bump version and updated_at."""
+        if not changes:
+            return self._checked(user_id, versions)
+        stmt = (
+            update(users)
+            .where(users.c.id == user_id)
+            .values(**changes, version=users.c.version + 1, updated_at=_now())
+            .returning(*users.c)
+        )
+        if versions is not None:
+            stmt = stmt.where(users.c.version.in_(versions))
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                self._raise_missing_or_mismatch(conn, user_id)
+        return _user(row)
+
+    def delete(self, user_id: int, *, versions: Versions) -> None:
+        stmt = sql_delete(users).where(users.c.id == user_id)
+        if versions is not None:
+            stmt = stmt.where(users.c.version.in_(versions))
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                self._raise_missing_or_mismatch(conn, user_id)
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def _checked(self, user_id: int, versions: Versions) -> User:
+        user = self.get(user_id)
+        if versions is not None and user.version not in versions:
+            raise VersionMismatch(user_id)
+        return user
+
+    @staticmethod
+    def _raise_missing_or_mismatch(conn: Any, user_id: int) -> None:
+        exists = conn.execute(select(users.c.id).where(users.c.id == user_id)).first()
+        raise VersionMismatch(user_id) if exists else UserNotFound(user_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; everything stored is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _user(row: Row[Any]) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        age=row.age,
+        version=row.version,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )

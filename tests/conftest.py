@@ -1,0 +1,94 @@
+"""Shared fixtures: a fresh database per test (SQLite file, or a schema on real PostgreSQL)."""
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+import storage
+from app import create_app
+from settings import Settings
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_unreachable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None when it can."""
+    engine = storage.make_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    finally:
+        engine.dispose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway database on the real server, dropped when the session ends."""
+    reason = _postgres_unreachable()
+    if reason:
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable ({reason}); set TEST_POSTGRES_URL")
+    name = f"users_api_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        storage.engine.normalise_url(POSTGRES_URL), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The throwaway database, emptied: every test starts from no schema at all."""
+    engine = storage.make_engine(postgres_server)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    return postgres_server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{tmp_path}/users.sqlite3"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs twice: on SQLite and on the real PostgreSQL server."""
+    url: str = request.getfixturevalue(f"{request.param.replace('postgresql', 'postgres')}_url")
+    return url
+
+
+def migrated(url: str) -> str:
+    engine = storage.make_engine(url)
+    storage.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(sqlite_url: str) -> Settings:
+    return Settings(database_url=migrated(sqlite_url), validate_responses=True)
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    application = create_app(settings)
+    yield application
+    application.app.extensions["user_store"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    with app.test_client() as test_client:
+        yield test_client

@@ -1,0 +1,148 @@
+"""UserStore on each real database: SQLite and PostgreSQL run the same tests."""
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+import storage
+from storage import UserNotFound, UserStore, VersionMismatch
+from tests.conftest import migrated
+
+
+@pytest.fixture
+def store(database_url):
+    engine = storage.make_engine(migrated(database_url), pool_size=20)
+    yield UserStore(engine)
+    engine.dispose()
+
+
+def test_create_then_get_round_trips_every_field(store):
+    created = store.create(name="Ada", age=36)
+    assert store.get(created.id) == created
+    assert created.version == 1
+    assert created.created_at.tzinfo is not None
+    assert created.created_at == created.updated_at
+
+
+def test_get_unknown_id_raises(store):
+    with pytest.raises(UserNotFound):
+        store.get(2**62)
+
+
+def test_update_changes_given_fields_and_bumps_version(store):
+    user = store.create(name="Ada", age=36)
+    updated = store.update(user.id, {"age": 37}, versions=None)
+    assert (updated.name, updated.age, updated.version) == ("Ada", 37, 2)
+    assert updated.created_at == user.created_at
+    assert updated.updated_at > user.updated_at
+
+
+def test_update_with_stale_version_changes_nothing(store):
+    user = store.create(name="Ada", age=36)
+    store.update(user.id, {"age": 37}, versions={1})
+    with pytest.raises(VersionMismatch):
+        store.update(user.id, {"age": 99}, versions={1})
+    assert store.get(user.id).age == 37
+
+
+def test_update_and_delete_of_unknown_id_raise_not_found(store):
+    with pytest.raises(UserNotFound):
+        store.update(12345, {"age": 1}, versions={1})
+    with pytest.raises(UserNotFound):
+        store.delete(12345, versions=None)
+
+
+def test_delete_with_stale_version_keeps_the_user(store):
+    user = store.create(name="Ada", age=36)
+    with pytest.raises(VersionMismatch):
+        store.delete(user.id, versions={7})
+    store.delete(user.id, versions={1})
+    with pytest.raises(UserNotFound):
+        store.get(user.id)
+
+
+def test_pages_are_keyset_ordered_and_report_more(store):
+    ids = [store.create(name=f"u{i}", age=i).id for i in range(5)]
+    first, total, more = store.page(after=0, limit=2)
+    assert [u.id for u in first] == ids[:2] and total == 5 and more
+    last, _total, more = store.page(after=ids[3], limit=2)
+    assert [u.id for u in last] == ids[4:] and not more
+
+
+def test_a_failed_write_leaves_no_partial_row(store):
+    with pytest.raises(sa.exc.IntegrityError):
+        store.create(name=None, age=3)  # type: ignore[arg-type]
+    assert store.count() == 0
+
+
+def test_concurrent_creates_get_distinct_ids(store):
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def create_some() -> None:
+        for i in range(10):
+            user = store.create(name=f"t{i}", age=i)
+            with lock:
+                ids.append(user.id)
+
+    threads = [threading.Thread(target=create_some) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 80 == len(set(ids)) == store.count()
+
+
+def test_concurrent_conditional_updates_let_exactly_one_win(store):
+    user = store.create(name="Ada", age=36)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def edit(age: int) -> None:
+        barrier.wait()
+        try:
+            store.update(user.id, {"age": age}, versions={user.version})
+            outcomes.append("won")
+        except VersionMismatch:
+            outcomes.append("412")
+
+    threads = [threading.Thread(target=edit, args=(age,)) for age in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["412"] * 5 + ["won"]
+    assert store.get(user.id).version == 2
+
+
+def test_migrations_are_idempotent(database_url):
+    engine = storage.make_engine(migrated(database_url))
+    storage.upgrade(engine)
+    storage.check_current(engine)
+    engine.dispose()
+
+
+def test_an_unmigrated_database_is_refused(database_url):
+    engine = storage.make_engine(database_url)
+    with pytest.raises(storage.SchemaOutOfDate, match="make migrate"):
+        storage.check_current(engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql://u:p@h:5/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_database_urls_are_normalised(url, driver):
+    assert sa.engine.make_url(storage.engine.normalise_url(url)).drivername == driver
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "not a url", ""])
+def test_unusable_database_urls_are_refused(url):
+    with pytest.raises(storage.DatabaseURLError):
+        storage.engine.normalise_url(url)

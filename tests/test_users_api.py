@@ -1,0 +1,325 @@
+"""HTTP behaviour of every users operation, through connexion's test client."""
+
+import pytest
+
+PROBLEM = "application/problem+json"
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+def create(client, name="Ada", age=36):
+    response = client.post("/v1/users", json={"name": name, "age": age})
+    assert response.status_code == 201, response.text
+    return response
+
+
+def assert_problem(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def user_count(client):
+    return client.get("/v1/").json()["user_count"]
+
+
+class TestCreate:
+    def test_returns_the_user_with_location_and_etag(self, client):
+        response = create(client, "Ada", 36)
+        user = response.json()
+        assert user["name"] == "Ada" and user["age"] == 36
+        assert isinstance(user["id"], int) and user["id"] >= 1
+        assert user["created_at"] == user["updated_at"]
+        assert user["created_at"].endswith("Z")
+        assert response.headers["location"] == f"/v1/users/{user['id']}"
+        assert response.headers["etag"].startswith('"')
+
+    def test_keeps_non_ascii_names_as_utf8(self, client):
+        response = create(client, "张三", 20)
+        assert "张三".encode() in response.content
+        assert b"\\u" not in response.content
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"name": "Ada"},
+            {"age": 3},
+            {"name": "", "age": 3},
+            {"name": "x" * 101, "age": 3},
+            {"name": "Ada", "age": -1},
+            {"name": "Ada", "age": 140},
+            {"name": "Ada", "age": "3"},
+            {"name": "Ada", "age": 3.5},
+            {"name": None, "age": 3},
+            {"name": "Ada", "age": 3, "id": 7},
+            {"name": "Ada", "age": 3, "created_at": "2020-01-01T00:00:00Z"},
+            {"name": "Ada", "age": 3, "nickname": "A"},
+            [],
+            "Ada",
+        ],
+    )
+    def test_rejects_invalid_bodies_and_stores_nothing(self, client, body):
+        assert_problem(client.post("/v1/users", json=body), 400)
+        assert user_count(client) == 0
+
+    def test_accepts_the_age_bounds(self, client):
+        assert create(client, age=0).json()["age"] == 0
+        assert create(client, age=139).json()["age"] == 139
+
+    def test_malformed_json_is_400(self, client):
+        response = client.post(
+            "/v1/users", content=b'{"name": "Ada",', headers={"Content-Type": "application/json"}
+        )
+        assert_problem(response, 400)
+        assert user_count(client) == 0
+
+    def test_non_json_content_type_is_415(self, client):
+        response = client.post(
+            "/v1/users", content=b"name=Ada&age=3", headers={"Content-Type": "text/plain"}
+        )
+        assert_problem(response, 415)
+        assert user_count(client) == 0
+
+    def test_ids_are_distinct_and_never_reused(self, client):
+        first = create(client).json()["id"]
+        assert client.delete(f"/v1/users/{first}").status_code == 204
+        second = create(client).json()["id"]
+        assert second > first
+
+
+class TestRead:
+    def test_returns_the_user_and_its_etag(self, client):
+        created = create(client)
+        response = client.get(created.headers["location"])
+        assert response.status_code == 200
+        assert response.json() == created.json()
+        assert response.headers["etag"] == created.headers["etag"]
+
+    def test_if_none_match_with_current_etag_is_304_without_body(self, client):
+        created = create(client)
+        etag = created.headers["etag"]
+        response = client.get(created.headers["location"], headers={"If-None-Match": etag})
+        assert response.status_code == 304
+        assert response.content == b""
+        assert response.headers["etag"] == etag
+
+    def test_if_none_match_with_old_etag_is_200(self, client):
+        created = create(client)
+        location = created.headers["location"]
+        client.put(location, json={"name": "B", "age": 1})
+        response = client.get(location, headers={"If-None-Match": created.headers["etag"]})
+        assert response.status_code == 200
+
+    def test_unknown_id_is_404(self, client):
+        body = assert_problem(client.get("/v1/users/424242"), 404)
+        assert "424242" in body["detail"]
+
+    @pytest.mark.parametrize("user_id", ["0", "-1", "99999999999999999999999", "abc", "1.5"])
+    def test_impossible_ids_are_400_or_404(self, client, user_id):
+        response = client.get(f"/v1/users/{user_id}")
+        assert response.status_code in (400, 404)
+        assert_problem(response, response.status_code)
+
+
+class TestList:
+    def test_empty_directory(self, client):
+        response = client.get("/v1/users")
+        assert response.status_code == 200
+        assert response.json() == {"items": [], "count": 0, "limit": 20, "next": None}
+        assert "link" not in response.headers
+
+    def test_pages_follow_the_next_link_in_order(self, client):
+        ids = [create(client, f"u{i}", i).json()["id"] for i in range(5)]
+        seen, url = [], "/v1/users?limit=2"
+        while url:
+            response = client.get(url)
+            assert response.status_code == 200
+            page = response.json()
+            assert page["count"] == 5 and page["limit"] == 2
+            seen += [user["id"] for user in page["items"]]
+            url = page["next"]
+            if url:
+                assert response.headers["link"] == f'<{url}>; rel="next"'
+            else:
+                assert "link" not in response.headers
+        assert seen == ids
+
+    def test_pages_neither_overlap_nor_skip_while_users_are_added(self, client):
+        for i in range(3):
+            create(client, f"u{i}", i)
+        first = client.get("/v1/users?limit=2").json()
+        create(client, "late", 1)
+        second = client.get(first["next"]).json()
+        names = [u["name"] for u in first["items"] + second["items"]]
+        assert names == ["u0", "u1", "u2", "late"]
+
+    @pytest.mark.parametrize(
+        "query", ["limit=0", "limit=101", "limit=x", "after=-1", "after=x", "colour=red"]
+    )
+    def test_bad_query_is_400(self, client, query):
+        assert_problem(client.get(f"/v1/users?{query}"), 400)
+
+    def test_limit_bounds_are_accepted(self, client):
+        assert client.get("/v1/users?limit=1").status_code == 200
+        assert client.get("/v1/users?limit=100").status_code == 200
+
+
+class TestReplace:
+    def test_replaces_every_field_and_changes_the_etag(self, client):
+        created = create(client, "Ada", 36)
+        response = client.put(created.headers["location"], json={"name": "Grace", "age": 85})
+        assert response.status_code == 200
+        user = response.json()
+        assert (user["name"], user["age"]) == ("Grace", 85)
+        assert user["id"] == created.json()["id"]
+        assert user["created_at"] == created.json()["created_at"]
+        assert user["updated_at"] > user["created_at"]
+        assert response.headers["etag"] != created.headers["etag"]
+        assert client.get(created.headers["location"]).json() == user
+
+    @pytest.mark.parametrize(
+        "body",
+        [{"name": "Grace"}, {"name": "Grace", "age": 140}, {"name": "G", "age": 1, "id": 99}, {}],
+    )
+    def test_is_validated_like_create_and_changes_nothing(self, client, body):
+        created = create(client)
+        assert_problem(client.put(created.headers["location"], json=body), 400)
+        assert client.get(created.headers["location"]).json() == created.json()
+
+    def test_unknown_id_is_404(self, client):
+        assert_problem(client.put("/v1/users/999", json={"name": "G", "age": 1}), 404)
+        assert user_count(client) == 0
+
+
+class TestPatch:
+    def test_merges_present_fields_only(self, client):
+        created = create(client, "Ada", 36)
+        response = client.patch(
+            created.headers["location"], content=b'{"age": 37}', headers=MERGE_PATCH
+        )
+        assert response.status_code == 200
+        assert (response.json()["name"], response.json()["age"]) == ("Ada", 37)
+
+    def test_empty_patch_changes_nothing(self, client):
+        created = create(client)
+        response = client.patch(created.headers["location"], content=b"{}", headers=MERGE_PATCH)
+        assert response.status_code == 200
+        assert response.json() == created.json()
+        assert response.headers["etag"] == created.headers["etag"]
+
+    @pytest.mark.parametrize(
+        "content",
+        [b'{"name": null}', b'{"age": null}', b'{"age": 200}', b'{"id": 3}', b"[]", b'{"name":'],
+    )
+    def test_invalid_result_is_400_and_changes_nothing(self, client, content):
+        created = create(client)
+        response = client.patch(created.headers["location"], content=content, headers=MERGE_PATCH)
+        assert_problem(response, 400)
+        assert client.get(created.headers["location"]).json() == created.json()
+
+    def test_plain_json_is_415(self, client):
+        created = create(client)
+        assert_problem(client.patch(created.headers["location"], json={"age": 1}), 415)
+
+    def test_unknown_id_is_404(self, client):
+        response = client.patch("/v1/users/999", content=b'{"age": 1}', headers=MERGE_PATCH)
+        assert_problem(response, 404)
+
+
+class TestDelete:
+    def test_then_get_and_delete_are_404(self, client):
+        location = create(client).headers["location"]
+        response = client.delete(location)
+        assert response.status_code == 204
+        assert response.content == b""
+        assert_problem(client.get(location), 404)
+        assert_problem(client.delete(location), 404)
+
+    def test_unknown_id_is_404(self, client):
+        assert_problem(client.delete("/v1/users/31337"), 404)
+
+
+class TestIfMatch:
+    """Concurrent editors: a write based on an old read loses nothing, it gets 412."""
+
+    def test_matching_etag_lets_every_write_through(self, client):
+        created = create(client)
+        location, etag = created.headers["location"], created.headers["etag"]
+        put = client.put(location, json={"name": "B", "age": 2}, headers={"If-Match": etag})
+        assert put.status_code == 200
+        patch = client.patch(
+            location,
+            content=b'{"age": 3}',
+            headers={**MERGE_PATCH, "If-Match": put.headers["etag"]},
+        )
+        assert patch.status_code == 200
+        delete = client.delete(location, headers={"If-Match": patch.headers["etag"]})
+        assert delete.status_code == 204
+
+    def test_stale_etag_is_412_for_every_write_and_changes_nothing(self, client):
+        created = create(client)
+        location, stale = created.headers["location"], created.headers["etag"]
+        current = client.put(location, json={"name": "Second", "age": 2}).json()
+        headers = {"If-Match": stale}
+        assert_problem(client.put(location, json={"name": "C", "age": 3}, headers=headers), 412)
+        response = client.patch(location, content=b'{"age": 4}', headers={**MERGE_PATCH, **headers})
+        assert_problem(response, 412)
+        assert_problem(client.delete(location, headers=headers), 412)
+        assert client.get(location).json() == current
+
+    def test_star_and_lists_match_the_current_version(self, client):
+        created = create(client)
+        location, etag = created.headers["location"], created.headers["etag"]
+        assert client.put(location, json={"name": "B", "age": 2}, headers={"If-Match": "*"}).is_success
+        listed = f'"999", {client.get(location).headers["etag"]}'
+        assert client.put(location, json={"name": "C", "age": 3}, headers={"If-Match": listed}).is_success
+        assert etag != client.get(location).headers["etag"]
+
+    def test_weak_etag_never_matches_if_match(self, client):
+        created = create(client)
+        weak = "W/" + created.headers["etag"]
+        response = client.put(
+            created.headers["location"], json={"name": "B", "age": 2}, headers={"If-Match": weak}
+        )
+        assert_problem(response, 412)
+
+    def test_unknown_id_with_if_match_is_404(self, client):
+        assert_problem(client.delete("/v1/users/999", headers={"If-Match": '"1"'}), 404)
+
+
+class TestProtocolErrors:
+    def test_unknown_path_is_404_problem(self, client):
+        assert_problem(client.get("/v1/nothing-here"), 404)
+        assert_problem(client.get("/elsewhere"), 404)
+
+    def test_wrong_method_is_405_with_allow(self, client):
+        location = create(client).headers["location"]
+        response = client.post(location, json={})
+        assert_problem(response, 405)
+        assert {"GET", "PUT", "PATCH", "DELETE"} <= {
+            m.strip() for m in response.headers["allow"].split(",")
+        }
+        assert_problem(client.delete("/v1/users"), 405)
+
+
+class TestRoot:
+    def test_describes_the_api_and_counts_users(self, client):
+        create(client)
+        create(client)
+        body = client.get("/v1/").json()
+        assert body["user_count"] == 2
+        links = {(link["method"], link["href"]) for link in body["links"]}
+        assert ("POST", "/v1/users") in links
+        assert ("PATCH", "/v1/users/{user_id}") in links
+        assert all(link["description"] for link in body["links"])
+
+    def test_spec_and_swagger_ui_are_served(self, client):
+        spec = client.get("/v1/openapi.json")
+        assert spec.status_code == 200
+        assert spec.json()["info"]["title"] == "users-api"
+        ui = client.get("/v1/ui/")
+        assert ui.status_code == 200
+        assert "swagger-ui" in ui.text
