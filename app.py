@@ -61,10 +61,15 @@ def load_spec() -> dict[str, Any]:
     return spec
 
 
-def __getattr__(name: str) -> FlaskApp:
-    # `app` is built on first use (gunicorn's `app:app`), not at import, so tests and
-    # tools can import create_app without touching a database.
+def __getattr__(name: str) -> Any:
+    # `app` (ASGI) and `wsgi` (for gunicorn's gevent worker) are built on first use, not
+    # at import, so tests and tools can import create_app without touching a database.
     if name == "app":
         globals()["app"] = create_app()
         return globals()["app"]
+    if name == "wsgi":
+        from serving.bridge import to_wsgi  # noqa: PLC0415
+
+        globals()["wsgi"] = to_wsgi(__getattr__("app"))
+        return globals()["wsgi"]
     raise AttributeError(name)

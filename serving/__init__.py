@@ -1,0 +1,1 @@
+"""How the app meets a WSGI server: the ASGI-to-WSGI bridge and start-up checks."""
