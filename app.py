@@ -13,6 +13,7 @@ from connexion.options import SwaggerUIOptions
 
 import storage
 from handlers import problems, root
+from logging_ext import JsonLogging
 from middleware.allow import AllowMiddleware
 from settings import Settings
 
@@ -44,10 +45,17 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
             spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"
         ),
     )
+    app.app.config.update(
+        SETTINGS=settings,
+        LOG_LEVEL=settings.log_level,
+        LOG_FORMAT=settings.log_format,
+        TRUSTED_PROXIES=",".join(settings.trusted_proxies),
+    )
+    # First: its access line and request id must cover what the middleware below answers.
+    JsonLogging(app)
     app.add_middleware(
         AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec
     )
-    app.app.config["SETTINGS"] = settings
     app.app.extensions["user_store"] = storage.UserStore(engine)
     app.app.extensions["api_links"] = root.links_from_spec(spec)
     problems.init_app(app)

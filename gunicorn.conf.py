@@ -3,10 +3,15 @@
 Environment variables are read here and only here; every default is safe to run.
 """
 
+import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+from logging_ext.setup import choose_format, logging_config
 
 # The WSGI face of the connexion app (see serving/bridge.py).
 wsgi_app = "app:wsgi"
@@ -50,13 +55,25 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # instances (tests, replicas on one host) would fight over; we manage workers by signals.
 control_socket_disable = True
 
-# The app writes one access line per request itself (logging_ext), for every response.
+# The app writes one access line per request itself (logging_ext), for every response;
+# gunicorn's own messages go through the same JSON formatter.
 accesslog = None
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict = logging_config(loglevel, choose_format(os.environ.get("LOG_FORMAT"), sys.stdout))
+# Python warnings become log records too (workers inherit this from the master).
+logging.captureWarnings(True)
+
+# Each worker writes its metric samples here and /metrics adds them up. Set before any
+# worker imports prometheus_client; a fresh directory each start so old counts vanish.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="users-api-metrics-"))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Migrate and check the app once, in a child process, before forking workers."""
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "serving.preflight"], check=False)  # noqa: S603
     if result.returncode != 0:
         sys.exit(result.returncode)
@@ -69,3 +86,9 @@ def when_ready(server):  # type: ignore[no-untyped-def]
         server.num_workers,
         worker_class,
     )
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    from logging_ext.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)

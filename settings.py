@@ -16,6 +16,11 @@ class Settings:
     db_max_overflow: int = 20
     # Checks every response against the spec: on in tests, off in production (it costs).
     validate_responses: bool = False
+    log_level: str = "INFO"
+    # json | console; None picks JSON unless stdout is a terminal.
+    log_format: str | None = None
+    # Proxies whose X-Forwarded-For is believed for the client address (IPs or CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -24,6 +29,9 @@ class Settings:
             db_pool_size=_int(environ, "DB_POOL_SIZE", cls.db_pool_size),
             db_max_overflow=_int(environ, "DB_MAX_OVERFLOW", cls.db_max_overflow),
             validate_responses=_bool(environ, "VALIDATE_RESPONSES", cls.validate_responses),
+            log_level=environ.get("LOG_LEVEL") or cls.log_level,
+            log_format=environ.get("LOG_FORMAT") or None,
+            trusted_proxies=_list(environ, "TRUSTED_PROXIES"),
         )
 
 
@@ -50,3 +58,7 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())

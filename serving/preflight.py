@@ -8,6 +8,7 @@ workers that crash and restart forever.
 
 import sys
 
+import logging_ext.setup  # noqa: F401  first: its warning filters apply to the imports below
 import storage
 from settings import Settings
 

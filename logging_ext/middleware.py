@@ -1,0 +1,158 @@
+"""ASGI middleware that every response passes: request ids, access lines, metrics.
+
+It sits outside connexion's exception handling, so validation 400s, 401s, routing
+404s and 405s, 413s and 500s all get an id, an access line and a count.
+"""
+
+import ipaddress
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from logging_ext import context, metrics
+
+access_log = structlog.get_logger("users_api.access")
+log = structlog.get_logger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(spec: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item.strip()) for item in spec if item.strip())
+
+
+class RequestLogMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, trusted_proxies: Iterable[str] = (), metrics_path: str = "/metrics"
+    ) -> None:
+        self.app = app
+        self.trusted = parse_networks(trusted_proxies)
+        self.metrics_path = metrics_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == self.metrics_path and scope["method"] in ("GET", "HEAD"):
+            await self._serve_metrics(send)
+            return
+
+        started = time.perf_counter()
+        headers = _headers(scope)
+        request_id = context.choose_request_id(headers.get("x-request-id"))
+        token = context._request_id.set(request_id)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        response: dict[str, Any] = {"status": 500, "bytes": 0, "started": False}
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                response["started"] = True
+                message["headers"] = [*message.get("headers", ()), id_header]
+            elif message["type"] == "http.response.body":
+                response["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Raised outside connexion's handlers (a middleware of ours): still a problem
+            # document, never a traceback.
+            log.exception("unhandled exception outside the handlers")
+            if not response["started"]:
+                await _send_server_error(send_with_id, request_id)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - started
+            operation = _operation_id(scope)
+            status = response["status"]
+            metrics.REQUESTS.labels(operation, scope["method"], str(status)).inc()
+            metrics.LATENCY.labels(operation).observe(elapsed)
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                operation_id=operation,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                response_bytes=response["bytes"],
+                client=self._client(scope, headers),
+                user_agent=headers.get("user-agent"),
+            )
+            structlog.contextvars.clear_contextvars()
+            context._request_id.reset(token)
+
+    def _client(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        """The peer, or the first address a trusted proxy forwarded for (right to left)."""
+        peer = scope.get("client")
+        address = peer[0] if peer else None
+        forwarded = headers.get("x-forwarded-for")
+        if not (forwarded and address and self._is_trusted(address)):
+            return address
+        for hop in reversed([part.strip() for part in forwarded.split(",")]):
+            if not self._is_trusted(hop):
+                return hop
+        return address
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    @staticmethod
+    async def _serve_metrics(send: Send) -> None:
+        body, content_type = metrics.exposition()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+
+
+def _operation_id(scope: Scope) -> str:
+    """The spec's operationId (connexion reports it resolved: handlers.users.get_user)."""
+    routing = scope.get("extensions", {}).get("connexion_routing", {})
+    resolved = routing.get("operation_id")
+    return resolved.rsplit(".", 1)[-1] if resolved else "unmatched"
+
+
+async def _send_server_error(send: Send, request_id: str) -> None:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Internal Server Error",
+            "status": 500,
+            "detail": "The server failed to answer; the error is logged with this request id.",
+            "request_id": request_id,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,103 @@
+"""structlog over the standard library: every logger's records become one JSON object a line."""
+
+import logging
+import logging.config
+import sys
+import warnings
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+# connexion imports starlette's TestClient at import time, which warns about httpx on
+# every start. It is not ours to fix and says nothing about this service.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+# Run on every event, structlog's own and foreign (stdlib) records alike.
+SHARED_PROCESSORS: list[Processor] = [
+    structlog.contextvars.merge_contextvars,  # request_id while a request is in flight
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+]
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is now (so test capture and redirection just work)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def choose_format(log_format: str | None, stream: TextIO) -> str:
+    """JSON for machines; the console renderer only for a person at a terminal."""
+    if log_format:
+        if log_format not in ("json", "console"):
+            raise ValueError(f"LOG_FORMAT must be json or console, got {log_format!r}")
+        return log_format
+    return "console" if stream.isatty() else "json"
+
+
+def formatter(log_format: str = "json") -> structlog.stdlib.ProcessorFormatter:
+    renderer: Processor
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer()
+        exception_processors: list[Processor] = []
+    else:
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        # Exceptions become a structured `exception` field, rendered once.
+        exception_processors = [structlog.processors.dict_tracebacks]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=SHARED_PROCESSORS,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *exception_processors,
+            renderer,
+        ],
+    )
+
+
+def configure_logging(level: str = "INFO", log_format: str | None = None) -> None:
+    """Route structlog and every stdlib logger through one handler on stdout."""
+    logging.config.dictConfig(logging_config(level, choose_format(log_format, sys.stdout)))
+    logging.captureWarnings(True)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *SHARED_PROCESSORS,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """A dictConfig for the root logger; gunicorn's loggers propagate into it."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {"()": "logging_ext.setup.formatter", "log_format": log_format}
+        },
+        "handlers": {
+            "stdout": {"class": "logging_ext.setup.StdoutHandler", "formatter": "structured"}
+        },
+        "root": {"handlers": ["stdout"], "level": level.upper()},
+        "loggers": {
+            # gunicorn attaches its own handlers; hand its records to the root instead.
+            "gunicorn.error": {"handlers": [], "propagate": True, "level": level.upper()},
+            "gunicorn.access": {"handlers": [], "propagate": False},
+            # Alembic narrates every migration step at INFO; keep its warnings only.
+            "alembic": {"level": "WARNING"},
+        },
+    }
