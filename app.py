@@ -15,6 +15,7 @@ import storage
 from handlers import problems, root
 from logging_ext import JsonLogging
 from middleware.allow import AllowMiddleware
+from serving.bridge import call_flask_inline
 from settings import Settings
 
 ROOT = Path(__file__).parent
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     app.add_middleware(
         AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec
     )
+    call_flask_inline(app)
     app.app.extensions["user_store"] = storage.UserStore(engine)
     app.app.extensions["api_links"] = root.links_from_spec(spec)
     problems.init_app(app)

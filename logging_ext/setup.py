@@ -2,16 +2,23 @@
 
 import logging
 import logging.config
+import os
 import sys
 import warnings
 from typing import Any, TextIO
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 # connexion imports starlette's TestClient at import time, which warns about httpx on
 # every start. It is not ours to fix and says nothing about this service.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+def add_pid(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Which gunicorn worker wrote the line."""
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
 
 # Run on every event, structlog's own and foreign (stdlib) records alike.
 SHARED_PROCESSORS: list[Processor] = [
@@ -19,6 +26,7 @@ SHARED_PROCESSORS: list[Processor] = [
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    add_pid,
 ]
 
 

@@ -1,9 +1,159 @@
-"""connexion 3 is an ASGI app; gunicorn's gevent worker speaks WSGI. This joins them."""
+"""connexion 3 is an ASGI app; gunicorn's gevent worker speaks WSGI. This joins them.
+
+The usual bridge (a2wsgi) runs an asyncio loop in a thread and connexion hands Flask
+to a pool of 10 threads: every request hops gevent -> loop -> pool -> Flask, and a
+worker can run only 10 Flask handlers at once. Here the whole ASGI stack runs inside
+the request's own greenlet instead:
+
+- `GreenletBridge` (WSGI -> ASGI) drives connexion's middleware coroutine to the end
+  without an event loop. That works because nothing on the request path awaits real
+  I/O: `receive` reads wsgi.input (which blocks this greenlet, not the worker) and
+  `send` collects the answer.
+- `InlineFlask` (ASGI -> WSGI) replaces connexion's thread-pool hop and calls Flask
+  directly, so a handler waiting on the database yields to other greenlets.
+
+Anything that truly needs an event loop (Swagger UI's static files use anyio's thread
+pool) goes through a2wsgi, which has one.
+"""
+
+import io
+from collections.abc import Iterable
+from typing import Any
 
 from a2wsgi import ASGIMiddleware
-from a2wsgi.wsgi_typing import WSGIApp
+from a2wsgi.asgi import StatusStringMapping, build_scope
+from a2wsgi.wsgi import build_environ
+from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from connexion import FlaskApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CHUNK = 64 * 1024
 
 
-def to_wsgi(app: FlaskApp) -> WSGIApp:
-    return ASGIMiddleware(app)  # type: ignore[arg-type]
+class GreenletBridge:
+    """A WSGI app that runs an ASGI app to completion in the calling greenlet."""
+
+    def __init__(self, app: ASGIApp, *, loop_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.loop_paths = tuple(loop_paths)
+        self.with_loop = ASGIMiddleware(app)  # type: ignore[arg-type]
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.loop_paths and environ.get("PATH_INFO", "").startswith(self.loop_paths):
+            return self.with_loop(environ, start_response)
+        exchange = _Exchange(environ["wsgi.input"])
+        coroutine = self.app(build_scope(environ), exchange.receive, exchange.send)
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            pass
+        else:
+            coroutine.close()
+            raise RuntimeError(
+                f"{environ.get('PATH_INFO')} awaited an event loop; add it to loop_paths"
+            )
+        start_response(exchange.status_line(), exchange.headers)
+        return exchange.body
+
+
+class _Exchange:
+    """One request's receive/send channel over WSGI."""
+
+    __slots__ = ("_input", "_body_done", "status", "headers", "body")
+
+    def __init__(self, wsgi_input: Any) -> None:
+        self._input = wsgi_input
+        self._body_done = False
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+
+    async def receive(self) -> Message:
+        if self._body_done:
+            return {"type": "http.disconnect"}
+        chunk = self._input.read(CHUNK)
+        if not chunk:
+            self._body_done = True
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in message.get("headers", ())
+            ]
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body:
+                self.body.append(body)
+
+    def status_line(self) -> str:
+        return str(StatusStringMapping[self.status])
+
+
+class InlineFlask:
+    """An ASGI app that calls a WSGI app (Flask) directly, in the caller's greenlet."""
+
+    def __init__(self, wsgi_app: WSGIApp) -> None:
+        self.wsgi_app = wsgi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        response: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):  # type: ignore[no-untyped-def]
+            response[:] = [int(status.split(" ", 1)[0]), headers]
+
+        result = self.wsgi_app(environ, start_response)  # type: ignore[arg-type]
+        try:
+            content = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close:
+                close()
+        status, headers = response
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Flask has nothing to start or stop; acknowledge both phases."""
+    for phase in ("startup", "shutdown"):
+        message = await receive()
+        if message["type"] != f"lifespan.{phase}":
+            return
+        await send({"type": f"lifespan.{phase}.complete"})
+
+
+def call_flask_inline(app: FlaskApp) -> None:
+    """Replace connexion's thread-pool hop into Flask with a direct call.
+
+    connexion keeps that hop in FlaskApp._middleware_app.asgi_app (connexion 3.3; the
+    test suite runs every request through this path, so an upgrade that moves it fails
+    loudly).
+    """
+    flask_asgi = app._middleware_app
+    flask_asgi.asgi_app = InlineFlask(flask_asgi.app.wsgi_app)  # type: ignore[assignment]
+
+
+def to_wsgi(app: FlaskApp, *, loop_paths: Iterable[str] = ("/v1/ui",)) -> WSGIApp:
+    return GreenletBridge(app, loop_paths=loop_paths)  # type: ignore[return-value]
+

@@ -4,6 +4,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -11,6 +12,7 @@ from sqlalchemy.engine import make_url
 import storage
 from app import create_app
 from settings import Settings
+from tests.live import LiveServer, start_gunicorn
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -90,5 +92,26 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
+    """connexion's in-process test client: the whole ASGI stack, no socket."""
     with app.test_client() as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One gunicorn (gevent workers, gunicorn.conf.py) on a throwaway SQLite database."""
+    tmp_path = tmp_path_factory.mktemp("live")
+    server = start_gunicorn(tmp_path, f"sqlite:///{tmp_path}/live.sqlite3", workers=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the live server, which starts each test with no users."""
+    engine = storage.make_engine(live_server.env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM users"))
+    engine.dispose()
+    with live_server.client() as http:
+        yield http

@@ -1,9 +1,15 @@
-"""HTTP behaviour of every users operation, through connexion's test client."""
+"""HTTP behaviour of every users operation: in-process, and over TCP against gunicorn."""
 
 import pytest
 
 PROBLEM = "application/problem+json"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.fixture(params=["asgi", pytest.param("gunicorn", marks=pytest.mark.live)])
+def client(request):
+    """Every test here runs twice: connexion's test client, then the live gunicorn server."""
+    return request.getfixturevalue("client" if request.param == "asgi" else "live_client")
 
 
 def create(client, name="Ada", age=36):

@@ -1,0 +1,228 @@
+"""The service as deployed: gunicorn with gevent workers over TCP, real databases, signals."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+import storage
+from tests.conftest import migrated
+from tests.live import ROOT, start_gunicorn
+
+pytestmark = pytest.mark.live
+
+
+def many_clients(server, count):
+    return httpx.Client(
+        base_url=server.base_url,
+        timeout=60,
+        limits=httpx.Limits(max_connections=count, max_keepalive_connections=count),
+    )
+
+
+@pytest.fixture
+def seeded_postgres(postgres_url):
+    engine = storage.make_engine(migrated(postgres_url))
+    user = storage.UserStore(engine).create(name="Ada", age=36)
+    yield postgres_url, user.id, engine
+    engine.dispose()
+
+
+@pytest.fixture
+def table_lock(seeded_postgres):
+    """Hold an exclusive lock on users: every query on it waits until release()."""
+    _url, _user_id, engine = seeded_postgres
+    conn = engine.connect()
+    conn.execute(sa.text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+    yield conn.rollback
+    conn.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_100_concurrent_creates_through_several_workers_are_all_kept(
+    request, tmp_path, database
+):
+    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "postgres_url")
+    server = start_gunicorn(tmp_path, url, workers=3)
+    try:
+        with many_clients(server, 100) as http, ThreadPoolExecutor(100) as pool:
+            responses = list(
+                pool.map(
+                    lambda i: http.post("/v1/users", json={"name": f"user {i}", "age": i % 140}),
+                    range(100),
+                )
+            )
+            assert [r.status_code for r in responses] == [201] * 100
+            ids = {r.json()["id"] for r in responses}
+            assert len(ids) == 100
+            listed = http.get("/v1/users", params={"limit": 100}).json()
+            assert listed["count"] == 100
+            assert {user["id"] for user in listed["items"]} == ids
+    finally:
+        assert server.stop() == 0
+
+
+def test_metrics_add_up_across_workers(tmp_path, sqlite_url):
+    server = start_gunicorn(tmp_path, migrated(sqlite_url), workers=2)
+    try:
+        with many_clients(server, 20) as http, ThreadPoolExecutor(20) as pool:
+            list(pool.map(lambda _: http.get("/v1/users"), range(200)))
+            text = http.get("/metrics").text
+        samples = [
+            line for line in text.splitlines()
+            if line.startswith('http_requests_total{method="GET",operation="user_page",status="200"}')
+        ]
+        assert len(samples) == 1, text
+        assert float(samples[0].split()[-1]) == 200
+    finally:
+        server.stop()
+    # Both workers answered some of them, so the total really is a sum across processes.
+    assert len(served_by(server)) == 2
+
+
+def test_run_prints_only_json_lines(tmp_path, sqlite_url):
+    server = start_gunicorn(tmp_path, sqlite_url, workers=2)
+    with server.client() as http:
+        ui = http.get("/v1/ui/swagger-ui-bundle.js")  # served through the event-loop path
+        assert ui.status_code == 200 and len(ui.content) > 100_000
+        response = http.get("/v1/nowhere", headers={"X-Request-ID": "grep-me-123"})
+        assert response.headers["x-request-id"] == "grep-me-123"
+        http.post("/v1/users", json={"name": "Ada", "age": 36}, headers={"X-Request-ID": "grep-me-456"})
+    assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines()]  # every line parses
+    assert any("gevent" in line["event"] for line in lines if line["logger"] == "gunicorn.error")
+    mine = [line for line in lines if line.get("request_id") == "grep-me-456"]
+    assert {line["event"] for line in mine} == {"user created", "request"}
+    assert [line["status"] for line in lines if line.get("request_id") == "grep-me-123"] == [404]
+
+
+@pytest.mark.postgres
+def test_one_worker_serves_200_requests_waiting_on_the_database_at_once(
+    tmp_path, seeded_postgres, table_lock
+):
+    """psycopg 3 cooperates with gevent: queries blocked in PostgreSQL block no other request."""
+    url, user_id, _engine = seeded_postgres
+    server = start_gunicorn(tmp_path, url, workers=1, DB_POOL_SIZE="50", DB_MAX_OVERFLOW="0")
+    try:
+        with many_clients(server, 200) as http, ThreadPoolExecutor(200) as pool:
+            waiting = [pool.submit(http.get, f"/v1/users/{user_id}") for _ in range(200)]
+            time.sleep(1.5)
+            # 200 requests are stuck behind the lock, 50 of them inside PostgreSQL...
+            assert not any(future.done() for future in waiting)
+            # ...and the same single worker still answers at once (on a connection of its own).
+            started = time.monotonic()
+            assert httpx.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - started < 0.5
+            table_lock()
+            statuses = [future.result().status_code for future in waiting]
+        assert statuses == [200] * 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.postgres
+def test_sigterm_finishes_every_request_in_flight(tmp_path, seeded_postgres, table_lock):
+    url, user_id, _engine = seeded_postgres
+    server = start_gunicorn(tmp_path, url, workers=2, DB_POOL_SIZE="20", DB_MAX_OVERFLOW="0")
+    with many_clients(server, 120) as http, ThreadPoolExecutor(120) as pool:
+        in_flight = [pool.submit(http.get, f"/v1/users/{user_id}") for _ in range(120)]
+        time.sleep(1.5)
+        assert not any(future.done() for future in in_flight)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        table_lock()
+        responses = [future.result() for future in in_flight]
+    assert [r.status_code for r in responses] == [200] * 120
+    assert all(r.json()["id"] == user_id for r in responses)
+    assert server.process.wait(30) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.base_url}/healthz", timeout=2)
+
+
+def worker_pids(master_pid):
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def served_by(server):
+    return {
+        line["pid"]
+        for line in map(json.loads, server.log().splitlines())
+        if line.get("logger") == "users_api.access"
+    }
+
+
+def test_a_killed_worker_is_replaced_and_service_goes_on(tmp_path, sqlite_url):
+    server = start_gunicorn(tmp_path, sqlite_url, workers=2)
+    try:
+        before = worker_pids(server.process.pid)
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        with server.client() as http:
+            for _ in range(50):
+                assert http.get("/healthz").status_code == 200
+        # The replacement boots and takes its share of new connections.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            replacements = worker_pids(server.process.pid) - before
+            if replacements and replacements <= served_by(server):
+                break
+            httpx.get(f"{server.base_url}/healthz", timeout=5)
+        assert len(worker_pids(server.process.pid)) == 2
+        assert victim not in worker_pids(server.process.pid)
+        assert replacements and replacements <= served_by(server)
+    finally:
+        assert server.stop() == 0
+
+
+def run_gunicorn_until_exit(cwd, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=cwd,
+        env={**os.environ, "PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("database_url", "message"),
+    [
+        ("mysql://root@127.0.0.1/test", "DatabaseURLError"),
+        ("postgresql://postgres@127.0.0.1:1/nowhere", "OperationalError"),
+        ("sqlite:////proc/not-writable/users.sqlite3", "FileNotFoundError"),
+    ],
+)
+def test_start_up_fails_fast_with_one_line_for_a_bad_database(database_url, message):
+    result = run_gunicorn_until_exit(ROOT, DATABASE_URL=database_url)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_start_up_fails_fast_for_a_malformed_spec(tmp_path, sqlite_url):
+    copy = tmp_path / "service"
+    shutil.copytree(
+        ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "data", "node_modules", "bench")
+    )
+    (copy / "openapi.yaml").write_text(
+        (copy / "openapi.yaml").read_text().replace("openapi: 3.0.3", "openapi: banana")
+    )
+    result = run_gunicorn_until_exit(copy, DATABASE_URL=sqlite_url)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
