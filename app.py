@@ -15,6 +15,7 @@ import storage
 from handlers import problems, root
 from logging_ext import JsonLogging
 from middleware.allow import AllowMiddleware
+from middleware.body_guard import BodyGuardMiddleware
 from serving.bridge import call_flask_inline
 from settings import Settings
 
@@ -42,9 +43,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         spec,
         strict_validation=True,
         validate_responses=settings.validate_responses,
-        swagger_ui_options=SwaggerUIOptions(
-            spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"
-        ),
+        swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"),
     )
     app.app.config.update(
         SETTINGS=settings,
@@ -55,8 +54,11 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     # First: its access line and request id must cover what the middleware below answers.
     JsonLogging(app)
     app.add_middleware(
-        AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec
+        BodyGuardMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        max_bytes=settings.max_body_bytes,
     )
+    app.add_middleware(AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
     call_flask_inline(app)
     app.app.extensions["user_store"] = storage.UserStore(engine)
     app.app.extensions["api_links"] = root.links_from_spec(spec)
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
 @cache
 def load_spec() -> dict[str, Any]:
     """The contract, parsed once per process (connexion copies what it changes)."""
-    spec: dict[str, Any] = yaml.load(SPEC.read_bytes(), Loader=yaml.CSafeLoader)  # noqa: S506
+    spec: dict[str, Any] = yaml.load(SPEC.read_bytes(), Loader=yaml.CSafeLoader)
     return spec
 
 
@@ -78,7 +80,7 @@ def __getattr__(name: str) -> Any:
         globals()["app"] = create_app()
         return globals()["app"]
     if name == "wsgi":
-        from serving.bridge import to_wsgi  # noqa: PLC0415
+        from serving.bridge import to_wsgi
 
         globals()["wsgi"] = to_wsgi(__getattr__("app"))
         return globals()["wsgi"]

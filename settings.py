@@ -21,6 +21,8 @@ class Settings:
     log_format: str | None = None
     # Proxies whose X-Forwarded-For is believed for the client address (IPs or CIDRs).
     trusted_proxies: tuple[str, ...] = ()
+    # Larger bodies get 413 before they are read into memory.
+    max_body_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -32,6 +34,7 @@ class Settings:
             log_level=environ.get("LOG_LEVEL") or cls.log_level,
             log_format=environ.get("LOG_FORMAT") or None,
             trusted_proxies=_list(environ, "TRUSTED_PROXIES"),
+            max_body_bytes=_int(environ, "MAX_BODY_BYTES", cls.max_body_bytes),
         )
 
 

@@ -20,7 +20,9 @@ def if_match_versions(header: str | None) -> Collection[int] | None:
     """
     if header is None or header.strip() == "*":
         return None
-    return {int(value) for weak, value in _ENTITY_TAG.findall(header) if not weak and value.isdigit()}
+    return {
+        int(value) for weak, value in _ENTITY_TAG.findall(header) if not weak and value.isdigit()
+    }
 
 
 def none_match(header: str | None, user: User) -> bool:

@@ -13,6 +13,7 @@ from connexion import FlaskApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from logging_ext import current_request_id
 from storage import UserNotFound, VersionMismatch
@@ -21,9 +22,7 @@ PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger(__name__)
 
 
-def problem(
-    status: int, detail: str, *, title: str | None = None, headers: Any = None
-) -> ConnexionResponse:
+def problem_json(status: int, detail: str, title: str | None = None) -> bytes:
     body = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -31,13 +30,35 @@ def problem(
         "detail": detail,
         "request_id": current_request_id(),
     }
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def problem(
+    status: int, detail: str, *, title: str | None = None, headers: Any = None
+) -> ConnexionResponse:
     return ConnexionResponse(
         status_code=status,
         mimetype=PROBLEM_JSON,
         content_type=PROBLEM_JSON,
-        body=json.dumps(body, ensure_ascii=False),
+        body=problem_json(status, detail, title),
         headers=headers,
     )
+
+
+async def send_problem(send: Send, status: int, detail: str) -> None:
+    """For ASGI middleware that answers before connexion's handlers run."""
+    body = problem_json(status, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def contract_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -52,16 +73,18 @@ async def contract_problem(_request: ConnexionRequest, exc: Exception) -> Connex
 async def http_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     """Routing errors: unknown path (404), wrong method (405, with Allow)."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        detail = "There is nothing at this path."
-    else:
-        detail = str(exc.detail)
+    detail = "There is nothing at this path." if exc.status_code == 404 else str(exc.detail)
     return problem(exc.status_code, detail, headers=exc.headers)
 
 
 async def server_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("unhandled exception", exc_info=exc)
     return problem(500, "The server failed to answer; the error is logged with this request id.")
+
+
+async def undecodable(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    # Only reachable for bodies the body guard does not parse (non-JSON media types).
+    return problem(400, "The request is not valid UTF-8.")
 
 
 async def user_not_found(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -78,5 +101,6 @@ def init_app(app: FlaskApp) -> None:
     app.add_error_handler(ProblemException, contract_problem)
     app.add_error_handler(HTTPException, http_error)
     app.add_error_handler(Exception, server_error)
+    app.add_error_handler(UnicodeDecodeError, undecodable)
     app.add_error_handler(UserNotFound, user_not_found)
     app.add_error_handler(VersionMismatch, version_mismatch)

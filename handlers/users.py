@@ -25,8 +25,12 @@ def user_page(limit: int = 20, after: int = 0) -> Response:
     headers = {"Content-Type": JSON}
     if next_url:
         headers["Link"] = f'<{next_url}>; rel="next"'
-    body = {"items": [as_json(user) for user in users], "count": total, "limit": limit,
-            "next": next_url}
+    body = {
+        "items": [as_json(user) for user in users],
+        "count": total,
+        "limit": limit,
+        "next": next_url,
+    }
     return body, 200, headers
 
 

@@ -92,7 +92,7 @@ class RequestLogMiddleware:
     def _client(self, scope: Scope, headers: dict[str, str]) -> str | None:
         """The peer, or the first address a trusted proxy forwarded for (right to left)."""
         peer = scope.get("client")
-        address = peer[0] if peer else None
+        address: str | None = peer[0] if peer else None
         forwarded = headers.get("x-forwarded-for")
         if not (forwarded and address and self._is_trusted(address)):
             return address
@@ -131,7 +131,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 def _operation_id(scope: Scope) -> str:
     """The spec's operationId (connexion reports it resolved: handlers.users.get_user)."""
     routing = scope.get("extensions", {}).get("connexion_routing", {})
-    resolved = routing.get("operation_id")
+    resolved: str | None = routing.get("operation_id")
     return resolved.rsplit(".", 1)[-1] if resolved else "unmatched"
 
 

@@ -14,6 +14,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 # every start. It is not ours to fix and says nothing about this service.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
+
 def add_pid(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Which gunicorn worker wrote the line."""
     event_dict["pid"] = os.getpid()
@@ -36,7 +37,7 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 

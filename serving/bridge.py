@@ -17,8 +17,8 @@ pool) goes through a2wsgi, which has one.
 """
 
 import io
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Coroutine, Iterable
+from typing import Any, cast
 
 from a2wsgi import ASGIMiddleware
 from a2wsgi.asgi import StatusStringMapping, build_scope
@@ -42,7 +42,9 @@ class GreenletBridge:
         if self.loop_paths and environ.get("PATH_INFO", "").startswith(self.loop_paths):
             return self.with_loop(environ, start_response)
         exchange = _Exchange(environ["wsgi.input"])
-        coroutine = self.app(build_scope(environ), exchange.receive, exchange.send)
+        scope = cast(Scope, build_scope(environ))
+        call = self.app(scope, exchange.receive, exchange.send)
+        coroutine = cast(Coroutine[Any, Any, None], call)
         try:
             coroutine.send(None)
         except StopIteration:
@@ -59,7 +61,7 @@ class GreenletBridge:
 class _Exchange:
     """One request's receive/send channel over WSGI."""
 
-    __slots__ = ("_input", "_body_done", "status", "headers", "body")
+    __slots__ = ("_body_done", "_input", "body", "headers", "status")
 
     def __init__(self, wsgi_input: Any) -> None:
         self._input = wsgi_input
@@ -116,7 +118,7 @@ class InlineFlask:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):  # type: ignore[no-untyped-def]
             response[:] = [int(status.split(" ", 1)[0]), headers]
 
-        result = self.wsgi_app(environ, start_response)  # type: ignore[arg-type]
+        result = self.wsgi_app(environ, start_response)
         try:
             content = b"".join(result)
         finally:
@@ -151,9 +153,8 @@ def call_flask_inline(app: FlaskApp) -> None:
     loudly).
     """
     flask_asgi = app._middleware_app
-    flask_asgi.asgi_app = InlineFlask(flask_asgi.app.wsgi_app)  # type: ignore[assignment]
+    flask_asgi.asgi_app = InlineFlask(flask_asgi.app.wsgi_app)
 
 
 def to_wsgi(app: FlaskApp, *, loop_paths: Iterable[str] = ("/v1/ui",)) -> WSGIApp:
-    return GreenletBridge(app, loop_paths=loop_paths)  # type: ignore[return-value]
-
+    return GreenletBridge(app, loop_paths=loop_paths)

@@ -19,7 +19,7 @@ def main() -> int:
         engine = storage.make_engine(settings.database_url)
         storage.upgrade(engine)
         engine.dispose()
-        from app import create_app  # noqa: PLC0415  after migrating: create_app checks it
+        from app import create_app
 
         create_app(settings).app.extensions["user_store"].engine.dispose()
     except Exception as exc:  # start-up must end in one readable line, whatever failed

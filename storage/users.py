@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 
 from storage.tables import users
@@ -79,7 +79,7 @@ class UserStore:
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
             if row is None:
-                self._raise_missing_or_mismatch(conn, user_id)
+                raise self._missing_or_mismatch(conn, user_id)
         return _user(row)
 
     def delete(self, user_id: int, *, versions: Versions) -> None:
@@ -88,7 +88,7 @@ class UserStore:
             stmt = stmt.where(users.c.version.in_(versions))
         with self.engine.begin() as conn:
             if conn.execute(stmt).rowcount == 0:
-                self._raise_missing_or_mismatch(conn, user_id)
+                raise self._missing_or_mismatch(conn, user_id)
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -102,9 +102,10 @@ class UserStore:
         return user
 
     @staticmethod
-    def _raise_missing_or_mismatch(conn: Any, user_id: int) -> None:
+    def _missing_or_mismatch(conn: Connection, user_id: int) -> Exception:
+        """Why a conditional write matched no row: no such user, or another version."""
         exists = conn.execute(select(users.c.id).where(users.c.id == user_id)).first()
-        raise VersionMismatch(user_id) if exists else UserNotFound(user_id)
+        return VersionMismatch(user_id) if exists else UserNotFound(user_id)
 
 
 def _now() -> datetime:

@@ -35,7 +35,9 @@ def postgres_server() -> Iterator[str]:
     """A throwaway database on the real server, dropped when the session ends."""
     reason = _postgres_unreachable()
     if reason:
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable ({reason}); set TEST_POSTGRES_URL")
+        pytest.skip(
+            f"PostgreSQL at {POSTGRES_URL} is not reachable ({reason}); set TEST_POSTGRES_URL"
+        )
     name = f"users_api_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(
         storage.engine.normalise_url(POSTGRES_URL), isolation_level="AUTOCOMMIT"

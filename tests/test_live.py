@@ -47,10 +47,10 @@ def table_lock(seeded_postgres):
     conn.close()
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_100_concurrent_creates_through_several_workers_are_all_kept(
-    request, tmp_path, database
-):
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_100_concurrent_creates_through_several_workers_are_all_kept(request, tmp_path, database):
     url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "postgres_url")
     server = start_gunicorn(tmp_path, url, workers=3)
     try:
@@ -78,8 +78,11 @@ def test_metrics_add_up_across_workers(tmp_path, sqlite_url):
             list(pool.map(lambda _: http.get("/v1/users"), range(200)))
             text = http.get("/metrics").text
         samples = [
-            line for line in text.splitlines()
-            if line.startswith('http_requests_total{method="GET",operation="user_page",status="200"}')
+            line
+            for line in text.splitlines()
+            if line.startswith(
+                'http_requests_total{method="GET",operation="user_page",status="200"}'
+            )
         ]
         assert len(samples) == 1, text
         assert float(samples[0].split()[-1]) == 200
@@ -96,7 +99,9 @@ def test_run_prints_only_json_lines(tmp_path, sqlite_url):
         assert ui.status_code == 200 and len(ui.content) > 100_000
         response = http.get("/v1/nowhere", headers={"X-Request-ID": "grep-me-123"})
         assert response.headers["x-request-id"] == "grep-me-123"
-        http.post("/v1/users", json={"name": "Ada", "age": 36}, headers={"X-Request-ID": "grep-me-456"})
+        http.post(
+            "/v1/users", json={"name": "Ada", "age": 36}, headers={"X-Request-ID": "grep-me-456"}
+        )
     assert server.stop() == 0
     lines = [json.loads(line) for line in server.log().splitlines()]  # every line parses
     assert any("gevent" in line["event"] for line in lines if line["logger"] == "gunicorn.error")

@@ -279,9 +279,13 @@ class TestIfMatch:
     def test_star_and_lists_match_the_current_version(self, client):
         created = create(client)
         location, etag = created.headers["location"], created.headers["etag"]
-        assert client.put(location, json={"name": "B", "age": 2}, headers={"If-Match": "*"}).is_success
+        assert client.put(
+            location, json={"name": "B", "age": 2}, headers={"If-Match": "*"}
+        ).is_success
         listed = f'"999", {client.get(location).headers["etag"]}'
-        assert client.put(location, json={"name": "C", "age": 3}, headers={"If-Match": listed}).is_success
+        assert client.put(
+            location, json={"name": "C", "age": 3}, headers={"If-Match": listed}
+        ).is_success
         assert etag != client.get(location).headers["etag"]
 
     def test_weak_etag_never_matches_if_match(self, client):

@@ -17,9 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "users",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("age", sa.Integer, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
