@@ -10,27 +10,32 @@ from connexion import FlaskApp
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
+from starlette.middleware.cors import CORSMiddleware
 
 import storage
-from handlers import problems, root
+from handlers import auth, problems, root
 from logging_ext import JsonLogging
-from middleware.allow import AllowMiddleware
-from middleware.body_guard import BodyGuardMiddleware
+from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
+from middleware.headers import ResponseHeadersMiddleware
 from serving.bridge import call_flask_inline
-from settings import Settings
+from settings import Settings, SettingsError
 
 ROOT = Path(__file__).parent
 SPEC = ROOT / "openapi.yaml"
+OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
 
 
 def create_app(settings: Settings | None = None) -> FlaskApp:
     settings = settings or Settings.from_env()
+    if not settings.api_keys:
+        raise SettingsError("API_KEYS is empty, so every request would be refused: see `make key`")
     engine = storage.make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
     storage.check_current(engine)
+    auth.install(settings.api_keys)
 
     app = FlaskApp(
         __name__,
@@ -43,27 +48,45 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         spec,
         strict_validation=True,
         validate_responses=settings.validate_responses,
-        swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"),
+        swagger_ui_options=SwaggerUIOptions(
+            spec_path="/v1/openapi.json",
+            swagger_ui_path="/v1/ui",
+            # Swagger UI keeps the key across reloads, so "Authorize" is a one-time step.
+            swagger_ui_config={"persistAuthorization": True},
+        ),
     )
     app.app.config.update(
         SETTINGS=settings,
         LOG_LEVEL=settings.log_level,
         LOG_FORMAT=settings.log_format,
         TRUSTED_PROXIES=",".join(settings.trusted_proxies),
+        METRICS_GUARD=_metrics_guard if settings.metrics_require_key else None,
     )
-    # First: its access line and request id must cover what the middleware below answers.
+    # Outermost first: the access line and request id cover what the others answer.
     JsonLogging(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            position=OUTSIDE_HANDLERS,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type", "If-Match", "If-None-Match"],
+            expose_headers=["ETag", "Location", "Link", "X-Request-ID"],
+        )
+    app.add_middleware(ResponseHeadersMiddleware, position=OUTSIDE_HANDLERS, spec=spec)
     app.add_middleware(
-        BodyGuardMiddleware,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        max_bytes=settings.max_body_bytes,
+        BodyLimitMiddleware, position=OUTSIDE_HANDLERS, max_bytes=settings.max_body_bytes
     )
-    app.add_middleware(AllowMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
+    app.add_middleware(StrictJsonMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     call_flask_inline(app)
     app.app.extensions["user_store"] = storage.UserStore(engine)
     app.app.extensions["api_links"] = root.links_from_spec(spec)
     problems.init_app(app)
     return app
+
+
+def _metrics_guard(headers: dict[str, str]) -> bool:
+    return auth.allows(headers.get("x-api-key"), "read")
 
 
 @cache

@@ -4,6 +4,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from handlers.auth import ApiKey
 from storage import DEFAULT_DATABASE_URL
 
 
@@ -23,6 +24,12 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Larger bodies get 413 before they are read into memory.
     max_body_bytes: int = 64 * 1024
+    # API_KEYS: name:role:sha256hex entries; no keys, no service.
+    api_keys: tuple[ApiKey, ...] = ()
+    # /metrics is open by default (scrapers sit inside the network); true: needs a read key.
+    metrics_require_key: bool = False
+    # Browser origins allowed by CORS; none (the default) means CORS stays off.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -35,6 +42,9 @@ class Settings:
             log_format=environ.get("LOG_FORMAT") or None,
             trusted_proxies=_list(environ, "TRUSTED_PROXIES"),
             max_body_bytes=_int(environ, "MAX_BODY_BYTES", cls.max_body_bytes),
+            api_keys=tuple(ApiKey.parse(entry) for entry in _list(environ, "API_KEYS")),
+            metrics_require_key=_bool(environ, "METRICS_REQUIRE_KEY", cls.metrics_require_key),
+            cors_origins=_list(environ, "CORS_ORIGINS"),
         )
 
 

@@ -45,6 +45,8 @@ class JsonLogging:
             RequestLogMiddleware,
             position=MiddlewarePosition.BEFORE_EXCEPTION,
             trusted_proxies=proxies.split(","),
+            # A callable(headers) -> bool deciding who may read /metrics; unset: anyone.
+            metrics_guard=config.get("METRICS_GUARD"),
         )
         app.app.before_request(_expose_request_id)
         app.app.extensions["json_logging"] = self

@@ -7,7 +7,8 @@ It sits outside connexion's exception handling, so validation 400s, 401s, routin
 import ipaddress
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -27,20 +28,23 @@ def parse_networks(spec: Iterable[str]) -> tuple[Network, ...]:
 
 class RequestLogMiddleware:
     def __init__(
-        self, app: ASGIApp, *, trusted_proxies: Iterable[str] = (), metrics_path: str = "/metrics"
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        metrics_path: str = "/metrics",
+        metrics_guard: Callable[[dict[str, str]], bool] | None = None,
     ) -> None:
         self.app = app
         self.trusted = parse_networks(trusted_proxies)
         self.metrics_path = metrics_path
+        # Given the request headers, may this caller read /metrics? None: anyone may.
+        self.metrics_guard = metrics_guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == self.metrics_path and scope["method"] in ("GET", "HEAD"):
-            await self._serve_metrics(send)
-            return
-
         started = time.perf_counter()
         headers = _headers(scope)
         request_id = context.choose_request_id(headers.get("x-request-id"))
@@ -59,19 +63,28 @@ class RequestLogMiddleware:
                 response["bytes"] += len(message.get("body", b""))
             await send(message)
 
+        is_metrics = scope["path"] == self.metrics_path and scope["method"] in ("GET", "HEAD")
         metrics.IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            if is_metrics:
+                await self._serve_metrics(headers, send_with_id, request_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             # Raised outside connexion's handlers (a middleware of ours): still a problem
             # document, never a traceback.
             log.exception("unhandled exception outside the handlers")
             if not response["started"]:
-                await _send_server_error(send_with_id, request_id)
+                await _send_problem(
+                    send_with_id,
+                    request_id,
+                    500,
+                    "The server failed to answer; the error is logged with this request id.",
+                )
         finally:
             metrics.IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
-            operation = _operation_id(scope)
+            operation = "metrics" if is_metrics else _operation_id(scope)
             status = response["status"]
             metrics.REQUESTS.labels(operation, scope["method"], str(status)).inc()
             metrics.LATENCY.labels(operation).observe(elapsed)
@@ -108,8 +121,10 @@ class RequestLogMiddleware:
             return False
         return any(ip in network for network in self.trusted)
 
-    @staticmethod
-    async def _serve_metrics(send: Send) -> None:
+    async def _serve_metrics(self, headers: dict[str, str], send: Send, request_id: str) -> None:
+        if self.metrics_guard is not None and not self.metrics_guard(headers):
+            await _send_problem(send, request_id, 401, "/metrics needs an API key (read).")
+            return
         body, content_type = metrics.exposition()
         await send(
             {
@@ -135,20 +150,21 @@ def _operation_id(scope: Scope) -> str:
     return resolved.rsplit(".", 1)[-1] if resolved else "unmatched"
 
 
-async def _send_server_error(send: Send, request_id: str) -> None:
+async def _send_problem(send: Send, request_id: str, status: int, detail: str) -> None:
+    # Self-contained on purpose: this extension must not depend on the app it serves.
     body = json.dumps(
         {
             "type": "about:blank",
-            "title": "Internal Server Error",
-            "status": 500,
-            "detail": "The server failed to answer; the error is logged with this request id.",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": detail,
             "request_id": request_id,
         }
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

@@ -2,14 +2,18 @@
 
 connexion reads the whole body into memory before validating and has no size limit;
 its JSON parsing accepts duplicate keys (last wins), NaN, invalid UTF-8 (a 500) and
-any nesting depth. This middleware enforces the limit while the body streams in
-(413, with or without Content-Length) and parses JSON bodies strictly (400), so the
-rest of the stack only ever sees a small, well-formed document.
+any nesting depth. Two middlewares close that:
+
+- BodyLimitMiddleware, outermost, enforces MAX_BODY_BYTES while the body streams in
+  (413, with or without Content-Length), before anything is buffered.
+- StrictJsonMiddleware, after authentication and before connexion's validation,
+  parses JSON bodies strictly (400), so validation only ever sees I-JSON.
 """
 
 import json
 from typing import Any
 
+from connexion.exceptions import BadRequestProblem
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handlers.problems import send_problem
@@ -24,7 +28,7 @@ class BodyRejected(Exception):
         self.detail = detail
 
 
-class BodyGuardMiddleware:
+class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -33,26 +37,13 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
         try:
-            self._check_declared_length(headers.get(b"content-length"))
+            self._check_declared_length(dict(scope["headers"]).get(b"content-length"))
             body = await self._read(receive)
-            if _is_json(headers.get(b"content-type", b"")) and body:
-                check_json(body)
         except BodyRejected as rejected:
             await send_problem(send, rejected.status, rejected.detail)
             return
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay(body, receive), send)
 
     def _check_declared_length(self, declared: bytes | None) -> None:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -72,8 +63,56 @@ class BodyGuardMiddleware:
                 return bytes(body)
 
 
+class StrictJsonMiddleware:
+    """Refuse JSON bodies that are not I-JSON; runs after the caller is authenticated."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _routed(scope) or not _is_json(_content_type(scope)):
+            # Unrouted requests end in a 404 without anyone reading their body.
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        if body:
+            try:
+                check_json(bytes(body))
+            except BodyRejected as rejected:
+                raise BadRequestProblem(detail=rejected.detail) from None
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _routed(scope: Scope) -> bool:
+    return bool(scope.get("extensions", {}).get("connexion_routing", {}).get("operation_id"))
+
+
+def _content_type(scope: Scope) -> bytes | None:
+    return dict(scope["headers"]).get(b"content-type")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the already-read body once, then defers to the real one."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 def check_json(body: bytes) -> None:
-    """Raise BodyRejected unless body is strict JSON: UTF-8, unique keys, finite, not deep."""
+    """Raise BodyRejected unless body is I-JSON (RFC 7493): UTF-8, unique keys, finite
+    numbers, no lone surrogates; and not nested too deep."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -87,6 +126,8 @@ def check_json(body: bytes) -> None:
         raise BodyRejected(400, f"The body is not valid JSON: {str(exc)[:200]}") from None
     if _depth(document) > MAX_DEPTH:
         raise BodyRejected(400, f"The body is nested deeper than {MAX_DEPTH} levels.")
+    if "\\u" in text and _has_lone_surrogate(document):
+        raise BodyRejected(400, "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff).")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -116,6 +157,26 @@ def _depth(document: Any) -> int:
         ]
 
 
-def _is_json(content_type: bytes) -> bool:
+def _has_lone_surrogate(document: Any) -> bool:
+    """Escaped surrogates that did not pair up survive json.loads as lone code points."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
     media_type = content_type.split(b";", 1)[0].strip().lower()
     return media_type == b"application/json" or media_type.endswith(b"+json")

@@ -24,7 +24,7 @@ def main() -> int:
         create_app(settings).app.extensions["user_store"].engine.dispose()
     except Exception as exc:  # start-up must end in one readable line, whatever failed
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        print(f"users-api cannot start: {type(exc).__name__}: {first_line}", file=sys.stderr)  # noqa: T201
+        print(f"users-api cannot start: {type(exc).__name__}: {first_line}", file=sys.stderr)
         return 1
     return 0
 

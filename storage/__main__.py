@@ -8,7 +8,7 @@ from storage import make_engine, upgrade
 
 def main(argv: list[str]) -> int:
     if argv != ["upgrade"]:
-        print("usage: python -m storage upgrade", file=sys.stderr)  # noqa: T201
+        print("usage: python -m storage upgrade", file=sys.stderr)
         return 2
     engine = make_engine(Settings.from_env().database_url)
     upgrade(engine)

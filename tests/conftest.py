@@ -11,7 +11,9 @@ from sqlalchemy.engine import make_url
 
 import storage
 from app import create_app
+from handlers.auth import ApiKey
 from settings import Settings
+from tests.keys import API_KEYS, WRITE_KEY
 from tests.live import LiveServer, start_gunicorn
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -82,7 +84,11 @@ def migrated(url: str) -> str:
 
 @pytest.fixture
 def settings(sqlite_url: str) -> Settings:
-    return Settings(database_url=migrated(sqlite_url), validate_responses=True)
+    return Settings(
+        database_url=migrated(sqlite_url),
+        validate_responses=True,
+        api_keys=tuple(ApiKey.parse(entry) for entry in API_KEYS.split(",")),
+    )
 
 
 @pytest.fixture
@@ -94,7 +100,14 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
-    """connexion's in-process test client: the whole ASGI stack, no socket."""
+    """connexion's in-process test client (whole ASGI stack, no socket), with a write key."""
+    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anonymous(app):  # type: ignore[no-untyped-def]
+    """A test client that sends no API key."""
     with app.test_client() as test_client:
         yield test_client
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.keys import API_KEYS, WRITE_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,8 +29,10 @@ class LiveServer:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    def client(self, key: str | None = WRITE_KEY, **kwargs: object) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.base_url, headers=headers, **kwargs)  # type: ignore[arg-type]
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
@@ -44,7 +48,12 @@ class LiveServer:
 
 
 def start_gunicorn(
-    tmp_path: Path, database_url: str, *, workers: int = 2, **extra_env: str
+    tmp_path: Path,
+    database_url: str,
+    *,
+    workers: int = 2,
+    api_keys: str = API_KEYS,
+    **extra_env: str,
 ) -> LiveServer:
     """Start gunicorn exactly as deployed and wait until /healthz answers."""
     port = free_port()
@@ -59,6 +68,7 @@ def start_gunicorn(
         "LOG_FORMAT": "json",
         "VALIDATE_RESPONSES": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "API_KEYS": api_keys,
         **extra_env,
     }
     with log_path.open("wb") as log_file:

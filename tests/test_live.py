@@ -16,16 +16,15 @@ import sqlalchemy as sa
 
 import storage
 from tests.conftest import migrated
+from tests.keys import API_KEYS
 from tests.live import ROOT, start_gunicorn
 
 pytestmark = pytest.mark.live
 
 
 def many_clients(server, count):
-    return httpx.Client(
-        base_url=server.base_url,
-        timeout=60,
-        limits=httpx.Limits(max_connections=count, max_keepalive_connections=count),
+    return server.client(
+        timeout=60, limits=httpx.Limits(max_connections=count, max_keepalive_connections=count)
     )
 
 
@@ -194,7 +193,7 @@ def run_gunicorn_until_exit(cwd, **env):
     return subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=cwd,
-        env={**os.environ, "PORT": "0", **env},
+        env={**os.environ, "PORT": "0", "API_KEYS": API_KEYS, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -216,6 +215,13 @@ def test_start_up_fails_fast_with_one_line_for_a_bad_database(database_url, mess
     errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_production_start_without_keys_refuses(sqlite_url):
+    result = run_gunicorn_until_exit(ROOT, DATABASE_URL=sqlite_url, API_KEYS="")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1 and "API_KEYS" in errors[0], result.stderr
 
 
 def test_start_up_fails_fast_for_a_malformed_spec(tmp_path, sqlite_url):

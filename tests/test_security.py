@@ -1,0 +1,198 @@
+"""API keys with roles, and the headers that keep personal data out of caches and sniffers."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from handlers.auth import ApiKey, KeyConfigError, new_key
+from settings import Settings
+from tests.keys import READ_KEY, WRITE_KEY
+from tests.live import ROOT
+from tests.test_users_api import assert_problem
+
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+# Every operation on user data, with what it needs to be well-formed.
+OPERATIONS = [
+    ("get", "/v1/", {}, "read"),
+    ("get", "/v1/users", {}, "read"),
+    ("get", "/v1/users/1", {}, "read"),
+    ("post", "/v1/users", {"json": {"name": "Eve", "age": 3}}, "write"),
+    ("put", "/v1/users/1", {"json": {"name": "Eve", "age": 3}}, "write"),
+    ("patch", "/v1/users/1", {"content": b'{"age": 4}', "headers": MERGE}, "write"),
+    ("delete", "/v1/users/1", {}, "write"),
+]
+IDS = [f"{method} {path}" for method, path, _, _ in OPERATIONS]
+
+
+@pytest.fixture
+def ada(client):
+    response = client.post("/v1/users", json={"name": "Ada", "age": 36})
+    assert response.json()["id"] == 1
+    return response.json()
+
+
+def call(app, method, path, kwargs, key):
+    headers = dict(kwargs.get("headers", {}))
+    if key is not None:
+        headers["X-API-Key"] = key
+    with app.test_client() as http:
+        return getattr(http, method)(path, **{**kwargs, "headers": headers})
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "_role"), OPERATIONS, ids=IDS)
+@pytest.mark.parametrize(
+    "key",
+    [None, "", "wrong-key", WRITE_KEY + "x", "ü".encode(), "x" * 5000],
+    ids=["none", "empty", "unknown", "near-miss", "non-ascii", "huge"],
+)
+def test_no_valid_key_is_401_and_changes_nothing(
+    app, client, ada, method, path, kwargs, _role, key
+):
+    response = call(app, method, path, kwargs, key)
+    assert_problem(response, 401)
+    assert client.get("/v1/users/1").json() == ada
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "role"), OPERATIONS, ids=IDS)
+def test_a_read_key_reads_but_cannot_write(app, client, ada, method, path, kwargs, role):
+    response = call(app, method, path, kwargs, READ_KEY)
+    if role == "read":
+        assert response.status_code == 200
+    else:
+        body = assert_problem(response, 403)
+        assert "reader" in body["detail"] and "write" in body["detail"]
+        assert client.get("/v1/users/1").json() == ada
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "_role"), OPERATIONS, ids=IDS)
+def test_a_write_key_may_do_everything(app, ada, method, path, kwargs, _role):
+    assert call(app, method, path, kwargs, WRITE_KEY).status_code < 300
+
+
+@pytest.mark.parametrize("path", ["/v1/openapi.json", "/v1/ui/", "/healthz", "/readyz"])
+def test_public_paths_need_no_key(anonymous, path):
+    assert anonymous.get(path).status_code == 200
+
+
+def test_logs_name_the_key_never_the_key(client, capsys):
+    capsys.readouterr()
+    response = client.post("/v1/users", json={"name": "Ada", "age": 36})
+    client.get("/v1/users", headers={"X-API-Key": "not-a-key-but-still-secret"})
+    out = capsys.readouterr().out
+    assert WRITE_KEY not in out and "not-a-key-but-still-secret" not in out
+    lines = [json.loads(line) for line in out.splitlines()]
+    access = [line for line in lines if line.get("request_id") == response.headers["x-request-id"]]
+    assert {line.get("api_key") for line in access} == {"tester"}
+
+
+class TestHeaders:
+    def test_user_data_is_never_cached_or_sniffed(self, client, ada):
+        for path in ("/v1/users", "/v1/users/1", "/v1/"):
+            response = client.get(path)
+            assert response.headers["cache-control"] == "no-store"
+            assert response.headers["x-content-type-options"] == "nosniff"
+
+    def test_errors_get_the_headers_too(self, anonymous):
+        for response in (anonymous.get("/v1/users"), anonymous.get("/nowhere")):
+            assert response.headers["x-content-type-options"] == "nosniff"
+
+    def test_cors_is_off_by_default(self, client):
+        response = client.get("/v1/users", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in response.headers
+
+
+class TestCors:
+    @pytest.fixture
+    def settings(self, settings):
+        return replace(settings, cors_origins=("https://app.example",))
+
+    def test_listed_origins_may_call_with_a_key(self, anonymous):
+        preflight = anonymous.options(
+            "/v1/users",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "X-API-Key, Content-Type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+
+    def test_other_origins_are_not_allowed(self, client):
+        response = client.get("/v1/users", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in response.headers
+
+
+class TestMetricsAccess:
+    def test_open_by_default(self, anonymous):
+        assert anonymous.get("/metrics").status_code == 200
+
+    @pytest.fixture
+    def settings(self, request, settings):
+        if "guarded" in request.node.name:
+            return replace(settings, metrics_require_key=True)
+        return settings
+
+    def test_guarded_metrics_need_a_read_key(self, anonymous):
+        assert_problem(anonymous.get("/metrics"), 401)
+        assert_problem(anonymous.get("/metrics", headers={"X-API-Key": "nope"}), 401)
+        assert anonymous.get("/metrics", headers={"X-API-Key": READ_KEY}).status_code == 200
+
+
+class TestKeys:
+    def test_new_keys_are_random_and_only_their_digest_is_configured(self):
+        key, entry = new_key("alice", "read")
+        other, _ = new_key("alice", "read")
+        assert key != other and len(key) >= 43  # 32 bytes of entropy, base64url
+        name, role, digest = entry.split(":")
+        assert (name, role) == ("alice", "read")
+        assert digest == hashlib.sha256(key.encode()).hexdigest()
+        assert key not in entry
+
+    @pytest.mark.parametrize(
+        "entry",
+        ["alice", "alice:admin:" + "0" * 64, "alice:read:xyz", "alice:read:" + "0" * 63, "a:b:c:d"],
+    )
+    def test_malformed_entries_are_refused(self, entry):
+        with pytest.raises(KeyConfigError):
+            ApiKey.parse(entry)
+
+    def test_settings_read_keys_from_the_environment(self):
+        _, entry = new_key("ci", "write")
+        settings = Settings.from_env({"API_KEYS": f" {entry} , "})
+        assert [k.name for k in settings.api_keys] == ["ci"]
+
+    def test_the_key_command_prints_a_key_and_its_entry(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "serving.keys", "new", "bob", "write"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        fields = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+        key, entry = fields["key"].strip(), fields["API_KEYS"].strip()
+        assert ApiKey.parse(entry).digest == hashlib.sha256(key.encode()).digest()
+
+    def test_the_dev_key_is_created_once_and_kept(self, tmp_path):
+        def dev():
+            return subprocess.run(
+                [sys.executable, "-m", "serving.keys", "dev"],
+                cwd=tmp_path,
+                env={"PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+
+        first, second = dev(), dev()
+        assert "WARNING" in first.stderr and "DEVELOPMENT" in first.stderr
+        assert "WARNING" not in second.stderr
+        assert first.stdout == second.stdout
+        ApiKey.parse(first.stdout.strip())
+        assert (tmp_path / ".dev-api-key").stat().st_mode & 0o077 == 0
