@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-dev run migrate test lint bench clean
+.PHONY: install install-dev run serve migrate key test lint contract fuzz bench clean
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -14,16 +14,28 @@ $(VENV)/.runtime: requirements.lock
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements.lock -r requirements-dev.lock
 	touch $@
 
-# Serve on HOST:PORT (default 127.0.0.1:8080) with gunicorn's gevent workers.
+# Serve on HOST:PORT (default 127.0.0.1:8080) with gunicorn's gevent workers. Without
+# API_KEYS, a development key is made once for this checkout and printed.
 run: install
-	$(BIN)/gunicorn -c gunicorn.conf.py
+	API_KEYS="$${API_KEYS:-$$($(BIN)/python -m serving.keys dev)}" \
+		$(BIN)/gunicorn -c gunicorn.conf.py
 
-# Apply schema migrations to DATABASE_URL (gunicorn also does this at start).
+# The same app in one process on gevent's own server (for one-process containers).
+serve: install
+	API_KEYS="$${API_KEYS:-$$($(BIN)/python -m serving.keys dev)}" \
+		$(BIN)/python -m serving serve
+
+# Apply schema migrations to DATABASE_URL (gunicorn and `serve` also do it at start).
 migrate: install
 	$(BIN)/python -m storage upgrade
+
+# Print a new API key and its API_KEYS entry: make key NAME=alice ROLE=read
+key: install
+	$(BIN)/python -m serving.keys new $(or $(NAME),$(USER)) $(or $(ROLE),read)
 
 test: install-dev
 	$(BIN)/python -m pytest
