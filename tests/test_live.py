@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import storage
 from tests.conftest import migrated
 from tests.keys import API_KEYS
-from tests.live import ROOT, start_gunicorn
+from tests.live import ROOT, LiveServer, free_port, start_gunicorn
 
 pytestmark = pytest.mark.live
 
@@ -237,3 +237,34 @@ def test_start_up_fails_fast_for_a_malformed_spec(tmp_path, sqlite_url):
     errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(errors) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_the_standalone_gevent_server_serves_and_stops_gracefully(tmp_path, sqlite_url):
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PORT": str(port), "DATABASE_URL": sqlite_url, "API_KEYS": API_KEYS}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve"],
+            cwd=ROOT,
+            env={**env, "LOG_FORMAT": "json"},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(process, f"http://127.0.0.1:{port}", log_path, env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with server.client() as http:
+            created = http.post("/v1/users", json={"name": "Ada", "age": 36})
+            assert created.status_code == 201
+            assert http.get(created.headers["location"]).json() == created.json()
+    finally:
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines()]
+    assert lines[-1]["event"] == "stopped"
