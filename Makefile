@@ -40,10 +40,19 @@ key: install
 test: install-dev
 	$(BIN)/python -m pytest
 
-lint: install-dev
+lint: install-dev node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/openapi-spec-validator openapi.yaml
+	node_modules/.bin/spectral lint --fail-severity=warn openapi.yaml
+	$(BIN)/hadolint Dockerfile
+
+# Spectral (the spec linter) comes from npm, pinned in package-lock.json.
+node_modules/.installed: package-lock.json
+	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm for Spectral"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

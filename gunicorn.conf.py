@@ -66,7 +66,11 @@ logging.captureWarnings(True)
 
 # Each worker writes its metric samples here and /metrics adds them up. Set before any
 # worker imports prometheus_client; a fresh directory each start so old counts vanish.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="users-api-metrics-"))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="users-api-metrics-")
+    _OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    _OWN_METRICS_DIR = None
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -92,3 +96,8 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from logging_ext.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
