@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-dev run serve migrate key test lint contract fuzz bench clean
+.PHONY: install install-dev run serve migrate key test contract fuzz lint bench clean
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -39,6 +39,14 @@ key: install
 
 test: install-dev
 	$(BIN)/python -m pytest
+
+# schemathesis over the network against gunicorn as deployed (also part of `make test`).
+contract: install-dev
+	$(BIN)/python -m pytest -m contract --no-cov
+
+# The same, deeper: many more examples and a 20-minute budget.
+fuzz: install-dev
+	CONTRACT_MAX_EXAMPLES=500 CONTRACT_MAX_TIME=1200 $(BIN)/python -m pytest -m contract --no-cov
 
 lint: install-dev node_modules/.installed
 	$(BIN)/ruff check .
