@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -268,3 +269,52 @@ def test_the_standalone_gevent_server_serves_and_stops_gracefully(tmp_path, sqli
         assert server.stop() == 0
     lines = [json.loads(line) for line in server.log().splitlines()]
     assert lines[-1]["event"] == "stopped"
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_stays_flat_under_a_stream_of_10_mb_bodies(tmp_path, sqlite_url):
+    server = start_gunicorn(tmp_path, sqlite_url, workers=1)
+    try:
+        (worker,) = worker_pids(server.process.pid)
+        ten_mb = b"x" * (10 * 1024 * 1024)
+        headers = {"Content-Type": "application/json"}
+        with server.client() as http:
+            http.post("/v1/users", content=ten_mb, headers=headers)  # warm-up
+            before = rss_kib(worker)
+            for _ in range(10):
+                declared = http.post("/v1/users", content=ten_mb, headers=headers)
+                chunked = http.post(
+                    "/v1/users", content=iter([ten_mb[: 1 << 20]] * 10), headers=headers
+                )
+                assert declared.status_code == chunked.status_code == 413
+        growth_mib = (rss_kib(worker) - before) / 1024
+        assert growth_mib < 16, f"worker grew {growth_mib:.1f} MiB over 200 MB of bodies"
+    finally:
+        server.stop()
+
+
+def test_slow_clients_cannot_hold_the_worker(tmp_path, sqlite_url):
+    """50 clients that trickle a request line never finish it; others are still served."""
+    server = start_gunicorn(tmp_path, sqlite_url, workers=1)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    slow = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(sock)
+        started = time.monotonic()
+        with server.client() as http:
+            for _ in range(20):
+                assert http.get("/v1/users").status_code == 200
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
