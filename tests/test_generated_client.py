@@ -55,39 +55,39 @@ def test_a_generated_client_runs_the_whole_lifecycle(generated, live_server, liv
     )
     from users_api_client.models import Problem, User, UserInput, UserPatch
 
-    client = AuthenticatedClient(
+    with AuthenticatedClient(
         base_url=live_server.base_url, token=WRITE_KEY, prefix="", auth_header_name="X-API-Key"
-    )
-    created = [
-        create_user.sync(client=client, body=UserInput(name=f"user {i}", age=20 + i))
-        for i in range(5)
-    ]
-    assert all(isinstance(user, User) for user in created)
+    ) as client:
+        created = [
+            create_user.sync(client=client, body=UserInput(name=f"user {i}", age=20 + i))
+            for i in range(5)
+        ]
+        assert all(isinstance(user, User) for user in created)
 
-    seen, after = [], 0
-    while True:
-        page = user_page.sync(client=client, limit=2, after=after)
-        seen += [user.id for user in page.items]
-        if not page.next_:
-            break
-        after = page.items[-1].id
-    assert seen == [user.id for user in created]
+        seen, after = [], 0
+        while True:
+            page = user_page.sync(client=client, limit=2, after=after)
+            seen += [user.id for user in page.items]
+            if not page.next_:
+                break
+            after = page.items[-1].id
+        assert seen == [user.id for user in created]
 
-    first = created[0]
-    patched = update_user.sync_detailed(first.id, client=client, body=UserPatch(age=99))
-    assert patched.status_code == 200 and patched.parsed.age == 99
-    etag = patched.headers["etag"]
+        first = created[0]
+        patched = update_user.sync_detailed(first.id, client=client, body=UserPatch(age=99))
+        assert patched.status_code == 200 and patched.parsed.age == 99
+        etag = patched.headers["etag"]
 
-    stale = replace_user.sync_detailed(
-        first.id, client=client, body=UserInput(name="Late", age=1), if_match='"1"'
-    )
-    assert stale.status_code == 412 and isinstance(stale.parsed, Problem)
-    replaced = replace_user.sync_detailed(
-        first.id, client=client, body=UserInput(name="Grace", age=85), if_match=etag
-    )
-    assert replaced.status_code == 200 and replaced.parsed.name == "Grace"
+        stale = replace_user.sync_detailed(
+            first.id, client=client, body=UserInput(name="Late", age=1), if_match='"1"'
+        )
+        assert stale.status_code == 412 and isinstance(stale.parsed, Problem)
+        replaced = replace_user.sync_detailed(
+            first.id, client=client, body=UserInput(name="Grace", age=85), if_match=etag
+        )
+        assert replaced.status_code == 200 and replaced.parsed.name == "Grace"
 
-    gone = delete_user.sync_detailed(first.id, client=client, if_match=replaced.headers["etag"])
-    assert gone.status_code == 204
-    missing = get_user.sync_detailed(first.id, client=client)
-    assert missing.status_code == 404 and isinstance(missing.parsed, Problem)
+        gone = delete_user.sync_detailed(first.id, client=client, if_match=replaced.headers["etag"])
+        assert gone.status_code == 204
+        missing = get_user.sync_detailed(first.id, client=client)
+        assert missing.status_code == 404 and isinstance(missing.parsed, Problem)
