@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-dev run serve migrate key test contract fuzz lint bench clean
+.PHONY: install install-dev run serve migrate key test contract fuzz lint bench wrk clean
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -60,6 +60,22 @@ lint: install-dev node_modules/.installed
 node_modules/.installed: package-lock.json
 	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm for Spectral"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# users-api against plain Flask, FastAPI and a raw WSGI app, on SQLite and PostgreSQL
+# (about 7 minutes; needs 2 CPUs and wrk). Results land in bench/results/.
+bench: $(VENV)/.bench
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
+	$(BIN)/python -m bench.run
+
+# The load generator, from Debian, where this machine lets us install it.
+wrk:
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements.lock -r bench/requirements.lock
 	touch $@
 
 clean:
