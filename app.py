@@ -17,12 +17,14 @@ from handlers import auth, problems, root
 from logging_ext import JsonLogging
 from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
 from middleware.headers import ResponseHeadersMiddleware
+from middleware.validators import VALIDATORS
 from serving.bridge import call_flask_inline
 from settings import Settings, SettingsError
 
 ROOT = Path(__file__).parent
 SPEC = ROOT / "openapi.yaml"
 OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 def create_app(settings: Settings | None = None) -> FlaskApp:
@@ -40,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     app = FlaskApp(
         __name__,
         specification_dir=ROOT,
+        # connexion's own validators and key check, with the per-request setup done once.
+        validator_map=VALIDATORS,
+        security_map={"apiKey": auth.ApiKeyHandler},
         # The tutorial's JSON_AS_ASCII=False: names come back as UTF-8, not \u escapes.
         jsonifier=Jsonifier(json, ensure_ascii=False, separators=(",", ":")),
     )
@@ -93,7 +98,27 @@ def _metrics_guard(headers: dict[str, str]) -> bool:
 def load_spec() -> dict[str, Any]:
     """The contract, parsed once per process (connexion copies what it changes)."""
     spec: dict[str, Any] = yaml.load(SPEC.read_bytes(), Loader=yaml.CSafeLoader)
+    return inline_path_parameters(spec)
+
+
+def inline_path_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    """Move each path's shared parameters into its operations, as OpenAPI defines them.
+
+    connexion 3.3 appends a path's parameters to the operation's list in place each time
+    one of its middlewares builds the operation, so every request validated `user_id` six
+    times. An operation's own parameter wins over a shared one of the same name and `in`.
+    """
+    for item in spec["paths"].values():
+        shared = item.pop("parameters", [])
+        for method in HTTP_METHODS & item.keys():
+            own = item[method].setdefault("parameters", [])
+            named = {_parameter_key(p) for p in own}
+            own.extend(p for p in shared if _parameter_key(p) not in named)
     return spec
+
+
+def _parameter_key(parameter: dict[str, Any]) -> Any:
+    return parameter.get("$ref") or (parameter["name"], parameter["in"])
 
 
 def __getattr__(name: str) -> Any:
