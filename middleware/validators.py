@@ -1,0 +1,60 @@
+"""connexion's request validators, with each schema's validator built once.
+
+connexion 3.3 builds a new jsonschema validator (and, for parameters, deep-copies the
+schema first) for every parameter and body of every request. A validator does not
+change once built, so these keep one per schema; what is checked, and every error
+message, stays connexion's. Registered in app.py through `validator_map`.
+"""
+
+from typing import Any
+
+from connexion.datastructures import MediaTypeDict
+from connexion.json_schema import Draft4RequestValidator
+from connexion.utils import is_null, is_nullable
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from jsonschema import Draft4Validator, ValidationError
+
+# id(schema) -> (schema, validator). Holding the schema keeps its id from being reused.
+_validators: dict[int, tuple[Any, Any]] = {}
+_MAX_VALIDATORS = 4096  # a few dozen per app; only test runs build many apps
+
+
+def _compiled(schema: dict[str, Any], cls: Any) -> Any:
+    cached = _validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_validators) >= _MAX_VALIDATORS:
+            _validators.clear()
+        cached = _validators[id(schema)] = (
+            schema,
+            cls(schema, format_checker=Draft4Validator.FORMAT_CHECKER),
+        )
+    return cached[1]
+
+
+class CachedParameterValidator(ParameterValidator):  # type: ignore[misc]
+    def validate_parameter(
+        self, parameter_type: str, value: Any, param: dict[str, Any], param_name: Any = None
+    ) -> str | None:
+        if is_nullable(param) and is_null(value):
+            return None
+        if value is not None:
+            try:
+                _compiled(param.get("schema", param), Draft4Validator).validate(value)
+            except ValidationError as exception:
+                return str(exception)
+            return None
+        if param.get("required"):
+            return f"Missing {parameter_type} parameter '{param['name']}'"
+        return None
+
+
+class CachedJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
+    @property
+    def _validator(self) -> Any:
+        return _compiled(self._schema, Draft4RequestValidator)
+
+
+VALIDATORS = {
+    "parameter": CachedParameterValidator,
+    "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": CachedJSONBodyValidator}),
+}
