@@ -23,3 +23,18 @@ def test_path_parameters_still_apply_to_every_operation_of_their_path(client) ->
         response = client.request(method, "/v1/users/0", json={"name": "x", "age": 1})
         assert response.status_code == 400, method
         assert "minimum of 1" in response.json()["detail"], method
+
+
+def test_validators_are_built_once_per_schema_not_per_request(client) -> None:  # type: ignore[no-untyped-def]
+    from middleware import validators
+
+    def exchange() -> None:
+        created = client.post("/v1/users", json={"name": "Ada", "age": 36})
+        assert client.get(created.headers["Location"]).status_code == 200
+
+    exchange()
+    built = dict(validators._validators)
+    for _ in range(3):
+        exchange()
+    assert validators._validators == built
+    assert built, "the request went through the cached validators"
