@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 
 from storage.tables import users
@@ -33,26 +33,39 @@ class VersionMismatch(Exception):
 Versions = Collection[int] | None
 
 
+# Built once: SQLAlchemy then finds each one's compiled SQL by a key it memoises, instead
+# of building and hashing a new statement per call.
+_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_EXISTS = select(users.c.id).where(users.c.id == bindparam("user_id"))
+_COUNT = select(func.count()).select_from(users)
+# One more row than asked tells whether a next page exists (keyset pagination).
+_PAGE = (
+    select(users)
+    .where(users.c.id > bindparam("after"))
+    .order_by(users.c.id)
+    .limit(bindparam("limit_plus_one"))
+)
+_INSERT = insert(users).returning(*users.c)
+
+
 class UserStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(users)).scalar_one()
+            return conn.execute(_COUNT).scalar_one()
 
     def page(self, *, after: int, limit: int) -> tuple[list[User], int, bool]:
         """Up to `limit` users with id > after, oldest first; the total; whether more follow."""
-        # Keyset pagination: one more row than asked tells whether a next page exists.
-        query = select(users).where(users.c.id > after).order_by(users.c.id).limit(limit + 1)
         with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-            total = conn.execute(select(func.count()).select_from(users)).scalar_one()
+            rows = conn.execute(_PAGE, {"after": after, "limit_plus_one": limit + 1}).all()
+            total = conn.execute(_COUNT).scalar_one()
         return [_user(row) for row in rows[:limit]], total, len(rows) > limit
 
     def get(self, user_id: int) -> User:
         with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+            row = conn.execute(_BY_ID, {"user_id": user_id}).first()
         if row is None:
             raise UserNotFound(user_id)
         return _user(row)
@@ -61,7 +74,7 @@ class UserStore:
         now = _now()
         values = {"name": name, "age": age, "version": 1, "created_at": now, "updated_at": now}
         with self.engine.begin() as conn:
-            row = conn.execute(insert(users).values(values).returning(*users.c)).one()
+            row = conn.execute(_INSERT, values).one()
         return _user(row)
 
     def update(self, user_id: int, changes: Mapping[str, Any], *, versions: Versions) -> User:
@@ -104,7 +117,7 @@ class UserStore:
     @staticmethod
     def _missing_or_mismatch(conn: Connection, user_id: int) -> Exception:
         """Why a conditional write matched no row: no such user, or another version."""
-        exists = conn.execute(select(users.c.id).where(users.c.id == user_id)).first()
+        exists = conn.execute(_EXISTS, {"user_id": user_id}).first()
         return VersionMismatch(user_id) if exists else UserNotFound(user_id)
 
 
