@@ -17,7 +17,8 @@ pool) goes through a2wsgi, which has one.
 """
 
 import io
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from functools import cached_property, partial, wraps
 from typing import Any, cast
 
 from a2wsgi import ASGIMiddleware
@@ -25,6 +26,9 @@ from a2wsgi.asgi import StatusStringMapping, build_scope
 from a2wsgi.wsgi import build_environ
 from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from connexion import FlaskApp
+from connexion.apps.flask import FlaskApi, FlaskOperation
+from connexion.decorators import FlaskDecorator
+from flask import Flask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CHUNK = 64 * 1024
@@ -146,14 +150,55 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def call_flask_inline(app: FlaskApp) -> None:
-    """Replace connexion's thread-pool hop into Flask with a direct call.
+    """Replace connexion's thread-pool hop into Flask with a direct call, and build each
+    operation's Flask view once.
 
-    connexion keeps that hop in FlaskApp._middleware_app.asgi_app (connexion 3.3; the
-    test suite runs every request through this path, so an upgrade that moves it fails
-    loudly).
+    connexion keeps that hop in FlaskApp._middleware_app.asgi_app and makes the views in
+    its add_api (connexion 3.3; the test suite runs every request through this path, so
+    an upgrade that moves either fails loudly).
     """
     flask_asgi = app._middleware_app
     flask_asgi.asgi_app = InlineFlask(flask_asgi.app.wsgi_app)
+    flask_asgi.add_api = partial(_add_prepared_api, flask_asgi.app)
+
+
+def _add_prepared_api(flask_app: Flask, specification: Any, **kwargs: Any) -> FlaskApi:
+    """FlaskASGIApp.add_api, making PreparedOperation views."""
+    api = PreparedFlaskApi(specification, **kwargs)
+    name = kwargs.get("name")
+    flask_app.register_blueprint(api.blueprint, **({"name": name} if name else {}))
+    return api
+
+
+class DecorateOnce(FlaskDecorator):  # type: ignore[misc]
+    """connexion's decorator chain (parameters in, response out), built once per view.
+
+    connexion rebuilds it, inspecting the handler's signature, on every request; only
+    the request itself has to be fresh.
+    """
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        decorated = self.decorate(function)
+
+        @wraps(function)
+        def view(*_args: Any, **_kwargs: Any) -> Any:
+            return decorated(self.framework.get_request(uri_parser=self.uri_parser))
+
+        return view
+
+
+class PreparedOperation(FlaskOperation):  # type: ignore[misc]
+    @cached_property
+    def fn(self) -> Callable[..., Any]:
+        decorator = DecorateOnce(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        return decorator(self._fn)
+
+
+class PreparedFlaskApi(FlaskApi):  # type: ignore[misc]
+    def make_operation(self, operation: Any) -> PreparedOperation:
+        return PreparedOperation.from_operation(  # type: ignore[no-any-return]
+            operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
 
 
 def to_wsgi(app: FlaskApp, *, loop_paths: Iterable[str] = ("/v1/ui",)) -> WSGIApp:

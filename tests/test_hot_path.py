@@ -38,3 +38,21 @@ def test_validators_are_built_once_per_schema_not_per_request(client) -> None:  
         exchange()
     assert validators._validators == built
     assert built, "the request went through the cached validators"
+
+
+def test_each_operation_builds_its_decorator_chain_once(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 rebuilds the parameter and response decorators of the operation
+    # (inspecting the handler's signature) on every request.
+    from connexion.decorators.main import BaseDecorator
+
+    built = []
+    decorate = BaseDecorator.decorate
+
+    def counting(self, function):  # type: ignore[no-untyped-def]
+        built.append(function.__name__)
+        return decorate(self, function)
+
+    monkeypatch.setattr(BaseDecorator, "decorate", counting)
+    for _ in range(3):
+        assert client.get("/v1/users?limit=1").status_code == 200
+    assert built.count("user_page") <= 1
