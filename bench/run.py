@@ -246,6 +246,9 @@ def _serving(contender: str, env: dict[str, str]) -> Iterator[list[int]]:
         "PORT": str(PORT),
         "WEB_CONCURRENCY": "1",
         "LOG_FORMAT": "json",
+        # gunicorn.conf.py recycles a worker every ~10,000 requests, which a run reaches;
+        # the restart would land inside a measurement and end its peak-RSS reading.
+        "GUNICORN_CMD_ARGS": "--max-requests=0",
     }
     bin_dir = Path(sys.executable).parent
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{contender}-", suffix=".log", delete=False)  # noqa: SIM115
