@@ -108,6 +108,18 @@ def when_ready(server):  # type: ignore[no-untyped-def]
     )
 
 
+def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]
+    """Let the worker's other connections take a turn before this one's next request.
+
+    A keep-alive client that sends its next request at once finds it already read, so
+    its greenlet never waits and the worker's other connections starve: under wrk with
+    32 connections, p99 was 1.3 s against a p50 of 1.2 ms.
+    """
+    from gevent import sleep
+
+    sleep(0)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from logging_ext.metrics import mark_worker_dead
 
