@@ -13,8 +13,16 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client import multiprocess as _multiprocess
+
+from logging_ext.setup import current_pid
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # The client asks the OS for its pid on every sample (to notice a fork); ours is
+    # kept current by a fork hook, the client's documented way to say who we are.
+    values.ValueClass = values.MultiProcessValue(process_identifier=current_pid)  # type: ignore[no-untyped-call]
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered.", ["operation", "method", "status"]

@@ -15,9 +15,25 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def current_pid() -> int:
+    """This process's id, kept across forks, without a system call per log line."""
+    return _pid
+
+
 def add_pid(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Which gunicorn worker wrote the line."""
-    event_dict["pid"] = os.getpid()
+    event_dict["pid"] = _pid
     return event_dict
 
 
