@@ -61,6 +61,10 @@ control_socket_disable = True
 # gunicorn's own messages go through the same JSON formatter.
 accesslog = None
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict = logging_config(loglevel, choose_format(os.environ.get("LOG_FORMAT"), sys.stdout))
+# Python warnings become log records too (workers inherit this from the master).
+logging.captureWarnings(True)
 
 
 class AppWritesAccessLines(Logger):
@@ -75,10 +79,6 @@ class AppWritesAccessLines(Logger):
 
 
 logger_class = AppWritesAccessLines
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logconfig_dict = logging_config(loglevel, choose_format(os.environ.get("LOG_FORMAT"), sys.stdout))
-# Python warnings become log records too (workers inherit this from the master).
-logging.captureWarnings(True)
 
 # Each worker writes its metric samples here and /metrics adds them up. Set before any
 # worker imports prometheus_client; a fresh directory each start so old counts vanish.

@@ -162,10 +162,11 @@ def call_flask_inline(app: FlaskApp) -> None:
     flask_asgi.add_api = partial(_add_prepared_api, flask_asgi.app)
 
 
-def _add_prepared_api(flask_app: Flask, specification: Any, **kwargs: Any) -> FlaskApi:
+def _add_prepared_api(
+    flask_app: Flask, specification: Any, *, name: str | None = None, **kwargs: Any
+) -> FlaskApi:
     """FlaskASGIApp.add_api, making PreparedOperation views."""
     api = PreparedFlaskApi(specification, **kwargs)
-    name = kwargs.get("name")
     flask_app.register_blueprint(api.blueprint, **({"name": name} if name else {}))
     return api
 
