@@ -63,7 +63,7 @@ node_modules/.installed: package-lock.json
 	touch $@
 
 # users-api against plain Flask, FastAPI and a raw WSGI app, on SQLite and PostgreSQL
-# (about 7 minutes; needs 2 CPUs and wrk). Results land in bench/results/.
+# (about 7 minutes; needs 2 CPUs and wrk). Results land in bench/results/
 bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
 	$(BIN)/python -m bench.run

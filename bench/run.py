@@ -4,7 +4,7 @@ Each contender runs alone with one worker pinned to CPU 0 while wrk, pinned to C
 loads it: a warm-up, then BENCH_REPEATS runs of BENCH_DURATION seconds; the table shows
 the median run. Every contender gets a fresh copy of the same seeded database.
 
-    python -m bench.run                   # everything (about 7 minutes)
+    python -m bench.run                   # everything (about 6.5 minutes)
     BENCH_ONLY=users-api,plain-flask BENCH_DATABASES=sqlite BENCH_WORKLOADS=get python -m bench.run
 """
 
@@ -38,7 +38,7 @@ from storage.tables import users
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PORT = int(os.environ.get("BENCH_PORT", "8099"))
-DURATION = int(os.environ.get("BENCH_DURATION", "4"))
+DURATION = int(os.environ.get("BENCH_DURATION", "3"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
