@@ -49,11 +49,15 @@ _INSERT = insert(users).returning(*users.c)
 
 
 class UserStore:
+    """Users in one database. Reads, too, run in begin() and so end in COMMIT, not the
+    ROLLBACK of a plain connect(): psycopg drops its prepared statements on ROLLBACK,
+    so repeated reads would never run prepared on PostgreSQL."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
             return conn.execute(_COUNT).scalar_one()
 
     def page(self, *, after: int, limit: int) -> tuple[list[User], int, bool]:
@@ -64,7 +68,7 @@ class UserStore:
         return [_user(row) for row in rows[:limit]], total, len(rows) > limit
 
     def get(self, user_id: int) -> User:
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
             row = conn.execute(_BY_ID, {"user_id": user_id}).first()
         if row is None:
             raise UserNotFound(user_id)

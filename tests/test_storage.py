@@ -146,3 +146,19 @@ def test_database_urls_are_normalised(url, driver):
 def test_unusable_database_urls_are_refused(url):
     with pytest.raises(storage.DatabaseURLError):
         storage.engine.normalise_url(url)
+
+
+@pytest.mark.postgres
+def test_repeated_reads_run_a_prepared_statement_on_postgresql(postgres_url):
+    # psycopg prepares a query on its fifth run, but a ROLLBACK drops every prepared
+    # statement; a read that ends its transaction with one never gets there.
+    engine = storage.make_engine(migrated(postgres_url), pool_size=1, max_overflow=0)
+    store = UserStore(engine)
+    user = store.create(name="Ada", age=36)
+    for _ in range(6):
+        store.get(user.id)
+    with engine.connect() as conn:
+        prepared = conn.execute(sa.text("SELECT statement FROM pg_prepared_statements"))
+        statements = prepared.scalars().all()
+    engine.dispose()
+    assert any("WHERE users.id = $1" in statement for statement in statements), statements
