@@ -6,6 +6,9 @@ the median run. Every contender gets a fresh copy of the same seeded database.
 
     python -m bench.run                   # everything (about 6.5 minutes)
     BENCH_ONLY=users-api,plain-flask BENCH_DATABASES=sqlite BENCH_WORKLOADS=get python -m bench.run
+
+A full run writes bench/results/latest.{json,md,png}; a narrowed one (BENCH_ONLY,
+BENCH_DATABASES or BENCH_WORKLOADS) writes partial.* instead.
 """
 
 import json
@@ -133,15 +136,18 @@ def main() -> int:
         "skipped": skipped,
         "cells": [asdict(cell) for cell in cells],
     }
+    # A narrowed run (BENCH_ONLY and friends) must not replace the full table.
+    narrowed = any(os.environ.get(v) for v in ("BENCH_ONLY", "BENCH_DATABASES", "BENCH_WORKLOADS"))
+    name = "partial" if narrowed else "latest"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(report)
-    (RESULTS / "latest.md").write_text(table, encoding="utf-8")
-    chart(report, RESULTS / "latest.png")
+    (RESULTS / f"{name}.md").write_text(table, encoding="utf-8")
+    chart(report, RESULTS / f"{name}.png")
     print("\n" + table)
     for reason in skipped:
         print(f"skipped {reason}")
-    print(f"results: {RESULTS.relative_to(ROOT)}/latest.{{json,md,png}} ({elapsed:.0f} s)")
+    print(f"results: {RESULTS.relative_to(ROOT)}/{name}.{{json,md,png}} ({elapsed:.0f} s)")
     return 0
 
 
