@@ -52,6 +52,7 @@ PUT_USERS = 10_000
 SERVER_CPU, LOAD_CPU = "0", "1"
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
+DATABASES = {"sqlite": "a SQLite file", "postgres": "the server at BENCH_POSTGRES_URL"}
 WORKLOADS = {
     "get": "GET /v1/users/{id}",
     "list": "GET /v1/users?limit=20",
@@ -98,11 +99,12 @@ def main() -> int:
         return 2
     only = _choice("BENCH_ONLY", CONTENDERS)
     workloads = _choice("BENCH_WORKLOADS", WORKLOADS)
+    databases = _choice("BENCH_DATABASES", DATABASES)
     key, api_keys = new_key("bench", "write")
     cells: list[Cell] = []
     skipped: list[str] = []
     started = time.monotonic()
-    for database in _choice("BENCH_DATABASES", {"sqlite": 1, "postgres": 1}):
+    for database in databases:
         with _seeded(database) as fresh_copy:
             if fresh_copy is None:
                 skipped.append(f"postgres: no server at {POSTGRES_URL}")
@@ -137,8 +139,8 @@ def main() -> int:
         "cells": [asdict(cell) for cell in cells],
     }
     # A narrowed run (BENCH_ONLY and friends) must not replace the full table.
-    narrowed = any(os.environ.get(v) for v in ("BENCH_ONLY", "BENCH_DATABASES", "BENCH_WORKLOADS"))
-    name = "partial" if narrowed else "latest"
+    chosen = ((only, CONTENDERS), (workloads, WORKLOADS), (databases, DATABASES))
+    name = "partial" if any(set(c) != set(known) for c, known in chosen) else "latest"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(report)
