@@ -28,6 +28,14 @@ from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from connexion import FlaskApp
 from connexion.apps.flask import FlaskApi, FlaskOperation
 from connexion.decorators import FlaskDecorator
+from connexion.decorators.parameter import (
+    SyncParameterDecorator,
+    prep_kwargs,
+    unwrap_decorators,
+)
+from connexion.lifecycle import WSGIRequest
+from connexion.operations import AbstractOperation
+from connexion.utils import inspect_function_arguments
 from flask import Flask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -174,30 +182,87 @@ def _add_prepared_api(
 class DecorateOnce(FlaskDecorator):  # type: ignore[misc]
     """connexion's decorator chain (parameters in, response out), built once per view.
 
-    connexion rebuilds it, inspecting the handler's signature, on every request; only
-    the request itself has to be fresh.
+    connexion rebuilds it, inspecting the handler's signature, and a URI parser for
+    every request; only the request itself has to be fresh. `operation` is the spec's
+    operation the view serves.
     """
+
+    def __init__(self, operation: AbstractOperation, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.operation = operation
+
+    @property
+    def _parameter_decorator_cls(self) -> Any:
+        if self.operation.is_request_body_defined:
+            return SyncParameterDecorator
+        return ParametersOnly
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         decorated = self.decorate(function)
+        operation = self.operation
+        parser_class = self.uri_parser_class or operation.uri_parser_class
+        uri_parser = parser_class(operation.parameters, operation.body_definition())
 
         @wraps(function)
         def view(*_args: Any, **_kwargs: Any) -> Any:
-            return decorated(self.framework.get_request(uri_parser=self.uri_parser))
+            return decorated(self.framework.get_request(uri_parser=uri_parser))
 
         return view
 
 
+class ParametersOnly(SyncParameterDecorator):  # type: ignore[misc]
+    """connexion's parameter decorator for an operation without a request body.
+
+    connexion's version asks every request for its body and its multipart files; with no
+    body in the spec neither can become an argument (unless the handler takes **kwargs,
+    which then gets connexion's version), so a GET skips both.
+    """
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        if has_kwargs:
+            return super().__call__(function)  # type: ignore[no-any-return]
+        sanitize = self.sanitize_fn
+
+        @wraps(function)
+        def wrapper(request: WSGIRequest) -> Any:
+            kwargs = prep_kwargs(
+                request,
+                request_body=None,
+                files={},
+                arguments=arguments,
+                has_kwargs=False,
+                sanitize=sanitize,
+            )
+            return function(**kwargs)
+
+        return wrapper
+
+
 class PreparedOperation(FlaskOperation):  # type: ignore[misc]
+    operation: AbstractOperation
+
+    @classmethod
+    def from_operation(
+        cls, operation: AbstractOperation, *, pythonic_params: bool, jsonifier: Any
+    ) -> "PreparedOperation":
+        prepared: PreparedOperation = super().from_operation(
+            operation, pythonic_params=pythonic_params, jsonifier=jsonifier
+        )
+        prepared.operation = operation
+        return prepared
+
     @cached_property
     def fn(self) -> Callable[..., Any]:
-        decorator = DecorateOnce(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        decorator = DecorateOnce(
+            self.operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
         return decorator(self._fn)
 
 
 class PreparedFlaskApi(FlaskApi):  # type: ignore[misc]
-    def make_operation(self, operation: Any) -> PreparedOperation:
-        return PreparedOperation.from_operation(  # type: ignore[no-any-return]
+    def make_operation(self, operation: AbstractOperation) -> PreparedOperation:
+        return PreparedOperation.from_operation(
             operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
 

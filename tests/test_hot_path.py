@@ -56,3 +56,43 @@ def test_each_operation_builds_its_decorator_chain_once(client, monkeypatch) -> 
     for _ in range(3):
         assert client.get("/v1/users?limit=1").status_code == 200
     assert built.count("user_page") <= 1
+
+
+def test_operations_without_a_body_never_parse_one(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 asks every request for its body and its form files, even a GET.
+    from connexion.lifecycle import WSGIRequest
+
+    read = []
+    for name in ("get_body", "files"):
+        original = getattr(WSGIRequest, name)
+
+        def counting(self, _original=original, _name=name):  # type: ignore[no-untyped-def]
+            read.append(_name)
+            return _original(self)
+
+        monkeypatch.setattr(WSGIRequest, name, counting)
+    created = client.post("/v1/users", json={"name": "Ada", "age": 36})
+    assert created.status_code == 201
+    assert "get_body" in read, "an operation with a body still reads it"
+    read.clear()
+    assert client.get(created.headers["Location"]).status_code == 200
+    assert client.get("/v1/users?limit=1").status_code == 200
+    assert read == []
+
+
+def test_each_operation_builds_its_uri_parser_once(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3's Flask decorator builds one for every request.
+    from connexion.decorators.main import BaseDecorator
+
+    built = []
+    original = BaseDecorator.uri_parser.fget
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        built.append(1)
+        return original(self)
+
+    monkeypatch.setattr(BaseDecorator, "uri_parser", property(counting))
+    for _ in range(3):
+        assert client.get("/v1/users?limit=1").status_code == 200
+    assert len(built) <= 1
+
