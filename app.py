@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 from connexion import FlaskApp
 from connexion.jsonifier import Jsonifier
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from starlette.middleware.cors import CORSMiddleware
 
@@ -17,6 +18,7 @@ from handlers import auth, problems, root
 from logging_ext import JsonLogging
 from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
 from middleware.headers import ResponseHeadersMiddleware
+from middleware.swagger_ui import SwaggerUIOnItsPaths
 from middleware.validators import VALIDATORS
 from serving.bridge import call_flask_inline
 from settings import Settings, SettingsError
@@ -24,6 +26,11 @@ from settings import Settings, SettingsError
 ROOT = Path(__file__).parent
 SPEC = ROOT / "openapi.yaml"
 OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
+# connexion's own stack, with a Swagger UI middleware that API requests skip.
+CONNEXION_MIDDLEWARES = [
+    SwaggerUIOnItsPaths if middleware is SwaggerUIMiddleware else middleware
+    for middleware in ConnexionMiddleware.default_middlewares
+]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -42,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     app = FlaskApp(
         __name__,
         specification_dir=ROOT,
+        middlewares=list(CONNEXION_MIDDLEWARES),
         # connexion's own validators and key check, with the per-request setup done once.
         validator_map=VALIDATORS,
         security_map={"apiKey": auth.ApiKeyHandler},

@@ -96,3 +96,41 @@ def test_each_operation_builds_its_uri_parser_once(client, monkeypatch) -> None:
         assert client.get("/v1/users?limit=1").status_code == 200
     assert len(built) <= 1
 
+
+def test_only_swagger_ui_paths_go_through_its_router(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 copies every request's scope and runs it through Swagger UI's router
+    # before the API sees it; only the UI and the spec are ever found there.
+    from connexion.middleware import swagger_ui
+
+    class CountingScope:
+        def __init__(self, var):  # type: ignore[no-untyped-def]
+            self.var, self.sets = var, 0
+
+        def set(self, value):  # type: ignore[no-untyped-def]
+            self.sets += 1
+            return self.var.set(value)
+
+        def get(self):  # type: ignore[no-untyped-def]
+            return self.var.get()
+
+    routed = CountingScope(swagger_ui._original_scope)
+    monkeypatch.setattr(swagger_ui, "_original_scope", routed)
+    assert client.get("/v1/users?limit=1").status_code == 200
+    assert client.get("/v1/users/999").status_code == 404
+    assert client.get("/v1/nowhere").status_code == 404
+    assert routed.sets == 0
+    assert client.get("/v1/openapi.json").json()["info"]["title"] == "users-api"
+    assert "swagger-ui" in client.get("/v1/ui/").text
+    assert client.get("/v1/ui", follow_redirects=False).status_code in (301, 302, 307, 308)
+    assert routed.sets == 3
+
+
+def test_swagger_ui_is_found_under_a_root_path(app) -> None:  # type: ignore[no-untyped-def]
+    # Behind a proxy that mounts the service at /api (SCRIPT_NAME), routes match the path
+    # below the root path, for the UI as for the API.
+    from tests.keys import WRITE_KEY
+
+    with app.test_client(root_path="/api", headers={"X-API-Key": WRITE_KEY}) as mounted:
+        assert "swagger-ui" in mounted.get("/api/v1/ui/").text
+        assert mounted.get("/api/v1/openapi.json").json()["info"]["title"] == "users-api"
+        assert mounted.get("/api/v1/users?limit=1").status_code == 200
