@@ -7,6 +7,10 @@ from storage import User
 
 # One entity-tag in a list: optional weakness prefix and a quoted opaque value.
 _ENTITY_TAG = re.compile(r'(W/)?"([^"]*)"')
+# A version the service could have issued: a positive int64, in ASCII digits. Anything
+# else (5000 digits, past what the database stores) names no version and matches nothing.
+_VERSION = re.compile(r"[1-9][0-9]{0,18}\Z")
+_MAX_VERSION = 2**63 - 1
 
 
 def etag(user: User) -> str:
@@ -20,9 +24,15 @@ def if_match_versions(header: str | None) -> Collection[int] | None:
     """
     if header is None or header.strip() == "*":
         return None
-    return {
-        int(value) for weak, value in _ENTITY_TAG.findall(header) if not weak and value.isdigit()
-    }
+    versions = (_version(value) for weak, value in _ENTITY_TAG.findall(header) if not weak)
+    return {version for version in versions if version is not None}
+
+
+def _version(value: str) -> int | None:
+    if not _VERSION.match(value):
+        return None
+    version = int(value)
+    return version if version <= _MAX_VERSION else None
 
 
 def none_match(header: str | None, user: User) -> bool:

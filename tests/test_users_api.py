@@ -296,6 +296,20 @@ class TestIfMatch:
         )
         assert_problem(response, 412)
 
+    @pytest.mark.parametrize(
+        "tag",
+        ['"' + "1" * 5000 + '"', '"99999999999999999999999"', '"9223372036854775808"', '"-1"'],
+        ids=["5000-digits", "23-digits", "int64-max-plus-one", "negative"],
+    )
+    def test_a_tag_no_version_can_have_is_412_and_changes_nothing(self, client, tag):
+        created = create(client)
+        location, headers = created.headers["location"], {"If-Match": tag}
+        assert_problem(client.put(location, json={"name": "B", "age": 2}, headers=headers), 412)
+        response = client.patch(location, content=b'{"age": 4}', headers={**MERGE_PATCH, **headers})
+        assert_problem(response, 412)
+        assert_problem(client.delete(location, headers=headers), 412)
+        assert client.get(location).json() == created.json()
+
     def test_unknown_id_with_if_match_is_404(self, client):
         assert_problem(client.delete("/v1/users/999", headers={"If-Match": '"1"'}), 404)
 
