@@ -1,9 +1,12 @@
-"""connexion's request validators, with each schema's validator built once.
+"""connexion's validators, with each schema's validator built once, and HEAD understood.
 
 connexion 3.3 builds a new jsonschema validator (and, for parameters, deep-copies the
 schema first) for every parameter and body of every request. A validator does not
 change once built, so these keep one per schema; what is checked, and every error
 message, stays connexion's. Registered in app.py through `validator_map`.
+
+Its response validation also checks a HEAD's empty body against the GET's schema and
+answers 500 (with VALIDATE_RESPONSES on); a HEAD has no body to check.
 """
 
 from typing import Any
@@ -11,8 +14,14 @@ from typing import Any
 from connexion.datastructures import MediaTypeDict
 from connexion.json_schema import Draft4RequestValidator
 from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    ParameterValidator,
+)
 from jsonschema import Draft4Validator, ValidationError
+from starlette.types import Send
 
 # id(schema) -> (schema, validator). Holding the schema keeps its id from being reused.
 _validators: dict[int, tuple[Any, Any]] = {}
@@ -54,7 +63,16 @@ class CachedJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
         return _compiled(self._schema, Draft4RequestValidator)
 
 
+class JSONResponseValidator(JSONResponseBodyValidator):  # type: ignore[misc]
+    def wrap_send(self, send: Send) -> Send:
+        # RFC 9110, 9.3.2: a HEAD answers with the GET's headers and no content.
+        if self._scope["method"] == "HEAD":
+            return send
+        return super().wrap_send(send)  # type: ignore[no-any-return]
+
+
 VALIDATORS = {
     "parameter": CachedParameterValidator,
     "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": CachedJSONBodyValidator}),
+    "response": MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": JSONResponseValidator}),
 }

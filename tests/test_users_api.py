@@ -315,6 +315,15 @@ class TestIfMatch:
 
 
 class TestProtocolErrors:
+    @pytest.mark.parametrize("path", ["/v1/users/{id}", "/v1/users", "/v1/", "/healthz"])
+    def test_head_answers_like_get_without_a_body(self, client, path):
+        path = path.format(id=create(client).json()["id"])
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == 200, head.text
+        assert head.content == b""
+        for name in ("content-type", "content-length", "etag"):
+            assert head.headers.get(name) == get.headers.get(name)
+
     def test_unknown_path_is_404_problem(self, client):
         assert_problem(client.get("/v1/nothing-here"), 404)
         assert_problem(client.get("/elsewhere"), 404)
