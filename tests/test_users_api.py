@@ -328,6 +328,12 @@ class TestProtocolErrors:
         assert_problem(client.get("/v1/nothing-here"), 404)
         assert_problem(client.get("/elsewhere"), 404)
 
+    def test_doubled_slashes_are_404_and_change_nothing(self, client):
+        user_id = create(client).json()["id"]
+        assert_problem(client.get("/v1//users"), 404)
+        assert_problem(client.delete(f"/v1/users//{user_id}"), 404)
+        assert client.get(f"/v1/users/{user_id}").status_code == 200
+
     def test_wrong_method_is_405_with_allow(self, client):
         location = create(client).headers["location"]
         response = client.post(location, json={})
