@@ -8,6 +8,7 @@ import warnings
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 # connexion imports starlette's TestClient at import time, which warns about httpx on
@@ -85,9 +86,12 @@ def formatter(log_format: str = "json") -> structlog.stdlib.ProcessorFormatter:
 def _render(log_format: str) -> list[Processor]:
     if log_format == "console":
         return [structlog.dev.ConsoleRenderer()]
-    # Exceptions become a structured `exception` field, rendered once.
+    # Exceptions become a structured `exception` field, rendered once, without the frames'
+    # local variables: those hold API keys, request bodies and users' data.
     return [
-        structlog.processors.dict_tracebacks,
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        ),
         structlog.processors.JSONRenderer(ensure_ascii=False),
     ]
 

@@ -34,6 +34,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
         return _sqlite_engine(url)
     return create_engine(
         url,
+        hide_parameters=True,  # errors are logged: their messages must not carry user data
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,  # survive a database restart without a burst of 500s
@@ -45,7 +46,7 @@ def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]

@@ -7,6 +7,8 @@ import pytest
 import sqlalchemy as sa
 from flask import g
 
+from tests.keys import WRITE_KEY
+
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 
 
@@ -81,6 +83,16 @@ class TestRequestId:
         assert len(errors) == 1
         assert errors[0]["request_id"] == request_id
         assert errors[0]["exception"][0]["exc_type"] == "OperationalError"
+
+    def test_a_server_error_logs_neither_the_key_nor_the_body(self, client, capsys, break_database):
+        break_database()
+        capsys.readouterr()
+        response = client.post("/v1/users", json={"name": "Very Private Name", "age": 36})
+        assert response.status_code == 500
+        out = capsys.readouterr().out
+        assert '"exception"' in out  # the traceback is logged...
+        assert WRITE_KEY not in out  # ...without the frames' local variables
+        assert "Private" not in out
 
     def test_a_good_incoming_id_is_kept(self, client, capsys):
         response = client.get("/v1/users", headers={"X-Request-ID": "edge-42.a:b_c"})
