@@ -51,10 +51,14 @@ class GreenletBridge:
         self.with_loop = ASGIMiddleware(app)  # type: ignore[arg-type]
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            scope = cast(Scope, build_scope(environ))
+        except UnicodeError:
+            environ = _utf8_path(environ)
+            scope = cast(Scope, build_scope(environ))
         if self.loop_paths and environ.get("PATH_INFO", "").startswith(self.loop_paths):
             return self.with_loop(environ, start_response)
         exchange = _Exchange(environ["wsgi.input"])
-        scope = cast(Scope, build_scope(environ))
         call = self.app(scope, exchange.receive, exchange.send)
         coroutine = cast(Coroutine[Any, Any, None], call)
         try:
@@ -68,6 +72,21 @@ class GreenletBridge:
             )
         start_response(exchange.status_line(), exchange.headers)
         return exchange.body
+
+
+def _utf8_path(environ: Environ) -> Environ:
+    """The environ with a path that decodes as UTF-8 (U+FFFD for each bad byte).
+
+    WSGI hands over the percent-decoded path as latin-1 text; /%ff is not UTF-8 and made
+    building the scope fail before any middleware ran (gunicorn's HTML 500). With the
+    bad bytes replaced, routing and validation answer it like any other unknown path
+    or invalid parameter: a problem document with a request id and an access line.
+    """
+    fixed = dict(environ)
+    for key in ("SCRIPT_NAME", "PATH_INFO"):
+        raw = str(environ.get(key, "")).encode("latin-1")
+        fixed[key] = raw.decode("utf-8", "replace").encode("utf-8").decode("latin-1")
+    return cast(Environ, fixed)
 
 
 class _Exchange:

@@ -307,6 +307,27 @@ def test_memory_stays_flat_under_a_stream_of_10_mb_bodies(tmp_path, sqlite_url):
         server.stop()
 
 
+@pytest.mark.parametrize(
+    "target",
+    [b"/v1/users/%ff", b"/%ff", b"/v1/ui/%ff"],
+    ids=["path-param", "unrouted", "swagger-ui"],
+)
+def test_undecodable_targets_get_a_problem_not_an_html_500(live_server, target):
+    """A path that is not UTF-8 once decoded. (gunicorn itself refuses raw bytes > 127.)"""
+    port = int(live_server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    assert 400 <= status < 500, answer[:300]
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"x-request-id: " in head.lower()
+    assert json.loads(body)["status"] == status
+
+
 def peak_rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
