@@ -7,18 +7,21 @@ any nesting depth. Two middlewares close that:
 - BodyLimitMiddleware, outermost, enforces MAX_BODY_BYTES while the body streams in
   (413, with or without Content-Length), before anything is buffered.
 - StrictJsonMiddleware, after authentication and before connexion's validation,
-  parses JSON bodies strictly (400), so validation only ever sees I-JSON.
+  parses JSON bodies strictly (400), so validation only ever sees I-JSON, and refuses
+  a write's body that has no Content-Type (415): connexion would assume the spec's
+  media type, skip parsing and hand the handler raw bytes (a 500).
 """
 
 import json
 from typing import Any
 
-from connexion.exceptions import BadRequestProblem
+from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handlers.problems import send_problem
 
 MAX_DEPTH = 32
+WRITES = ("POST", "PUT", "PATCH")
 
 
 class BodyRejected(Exception):
@@ -71,8 +74,13 @@ class StrictJsonMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _routed(scope) or not _is_json(_content_type(scope)):
+        if scope["type"] != "http" or not _routed(scope):
             # Unrouted requests end in a 404 without anyone reading their body.
+            await self.app(scope, receive, send)
+            return
+        content_type = _content_type(scope)
+        untyped_write = content_type is None and scope["method"] in WRITES
+        if not (untyped_write or _is_json(content_type)):
             await self.app(scope, receive, send)
             return
         body = bytearray()
@@ -81,6 +89,10 @@ class StrictJsonMiddleware:
             body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
+        if body and untyped_write:
+            raise UnsupportedMediaTypeProblem(
+                detail="The body has no Content-Type header; send the media type it is in."
+            )
         if body:
             try:
                 check_json(bytes(body))

@@ -328,6 +328,15 @@ class TestProtocolErrors:
         assert_problem(client.get("/v1/nothing-here"), 404)
         assert_problem(client.get("/elsewhere"), 404)
 
+    @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+    def test_a_body_without_content_type_is_415_and_changes_nothing(self, client, method):
+        created = create(client)
+        path = "/v1/users" if method == "POST" else created.headers["location"]
+        response = client.request(method, path, content=b'{"name": "B", "age": 2}')
+        assert_problem(response, 415)
+        assert user_count(client) == 1
+        assert client.get(created.headers["location"]).json() == created.json()
+
     def test_doubled_slashes_are_404_and_change_nothing(self, client):
         user_id = create(client).json()["id"]
         assert_problem(client.get("/v1//users"), 404)
