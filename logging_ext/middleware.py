@@ -21,6 +21,10 @@ log = structlog.get_logger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Metric labels take these as they are; any other method is OTHER, so clients cannot
+# invent new time series (a method is any token the client likes).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def parse_networks(spec: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(item.strip()) for item in spec if item.strip())
@@ -86,7 +90,8 @@ class RequestLogMiddleware:
             elapsed = time.perf_counter() - started
             operation = "metrics" if is_metrics else _operation_id(scope)
             status = response["status"]
-            metrics.REQUESTS.labels(operation, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+            metrics.REQUESTS.labels(operation, method, str(status)).inc()
             metrics.LATENCY.labels(operation).observe(elapsed)
             access_log.info(
                 "request",

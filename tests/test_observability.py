@@ -199,6 +199,13 @@ class TestMetrics:
         assert self.counter(client, "create_user", 201) == before_ok + 3
         assert self.counter(client, "create_user", 400) == before_bad + 1
 
+    def test_invented_methods_share_one_label(self, client):
+        for method in ("FOOBAR", "XYZZY"):
+            assert client.request(method, "/healthz").status_code == 405
+        text = client.get("/metrics").text
+        assert "FOOBAR" not in text and "XYZZY" not in text
+        assert 'method="OTHER",operation="unmatched",status="405"} 2.0' in text
+
     def test_exposes_latency_and_in_flight(self, client):
         client.get("/v1/users")
         text = client.get("/metrics").text
