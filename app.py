@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        wait=settings.db_timeout,
     )
     storage.check_current(engine)
     auth.install(settings.api_keys)

@@ -13,8 +13,12 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     # Per worker. Under gevent one worker holds many requests at once, so the pool,
     # not the worker count, bounds how many talk to the database together.
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    # Keep workers x (pool + overflow) below the server's max_connections (PostgreSQL's
+    # default is 100; 5 workers x 10 = 50).
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    # Seconds a request waits for a free connection or another writer's lock; then 503.
+    db_timeout: float = 5.0
     # Checks every response against the spec: on in tests, off in production (it costs).
     validate_responses: bool = False
     log_level: str = "INFO"
@@ -37,6 +41,7 @@ class Settings:
             database_url=environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             db_pool_size=_int(environ, "DB_POOL_SIZE", cls.db_pool_size),
             db_max_overflow=_int(environ, "DB_MAX_OVERFLOW", cls.db_max_overflow),
+            db_timeout=_float(environ, "DB_TIMEOUT", cls.db_timeout),
             validate_responses=_bool(environ, "VALIDATE_RESPONSES", cls.validate_responses),
             log_level=environ.get("LOG_LEVEL") or cls.log_level,
             log_format=environ.get("LOG_FORMAT") or None,
@@ -60,6 +65,19 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise SettingsError(f"{name} must be a number of seconds above 0, got {raw!r}")
+    return value
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:

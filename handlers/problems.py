@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Send
 
 from logging_ext import current_request_id
-from storage import UserNotFound, VersionMismatch
+from storage import StoreUnavailable, UserNotFound, VersionMismatch
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger(__name__)
@@ -97,6 +97,15 @@ async def version_mismatch(_request: ConnexionRequest, exc: Exception) -> Connex
     )
 
 
+async def store_unavailable(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.warning("database unavailable", reason=str(exc))
+    return problem(
+        503,
+        "The database is busy or unreachable right now; please try again.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def init_app(app: FlaskApp) -> None:
     app.add_error_handler(ProblemException, contract_problem)
     app.add_error_handler(HTTPException, http_error)
@@ -104,3 +113,4 @@ def init_app(app: FlaskApp) -> None:
     app.add_error_handler(UnicodeDecodeError, undecodable)
     app.add_error_handler(UserNotFound, user_not_found)
     app.add_error_handler(VersionMismatch, version_mismatch)
+    app.add_error_handler(StoreUnavailable, store_unavailable)

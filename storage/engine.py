@@ -22,40 +22,58 @@ def normalise_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        if parsed.database in (None, "", ":memory:"):
+            # Each worker (and the migration step) would get its own empty database.
+            raise DatabaseURLError("DATABASE_URL names an in-memory SQLite database; use a file")
         return parsed.render_as_string(hide_password=False)
     raise DatabaseURLError(
         f"DATABASE_URL uses {parsed.drivername!r}; use sqlite:///path or postgresql://..."
     )
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 5, wait: float = 5.0
+) -> Engine:
+    """An engine whose callers wait at most `wait` seconds for a pooled connection or for
+    a lock another writer holds; then the driver raises (see storage.users.unavailable)."""
     url = normalise_url(url)
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url)
-    return create_engine(
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(
         url,
         hide_parameters=True,  # errors are logged: their messages must not carry user data
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,  # survive a database restart without a burst of 500s
-        pool_recycle=1800,
+        pool_timeout=wait,
+        **({} if sqlite else {"pool_pre_ping": True, "pool_recycle": 1800}),
     )
+    if sqlite:
+        _prepare_sqlite(engine, wait)
+    else:
+        _prepare_postgresql(engine, wait)
+    return engine
 
 
-def _sqlite_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, hide_parameters=True)
+def _prepare_sqlite(engine: Engine, wait: float) -> None:
+    Path(str(engine.url.database)).parent.mkdir(parents=True, exist_ok=True)
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
-        # WAL lets readers run beside the writer; busy_timeout makes a second
-        # worker's writer wait for the lock instead of failing at once.
+        # WAL lets readers run beside the writer; busy_timeout makes a second worker's
+        # writer wait for the lock instead of failing at once. SQLite waits inside C,
+        # where gevent cannot switch: the worker's other requests wait too.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    return engine
+
+def _prepare_postgresql(engine: Engine, wait: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # A row another transaction keeps locked fails the statement after `wait`,
+        # instead of holding a request (and a pooled connection) for as long as it lasts.
+        # Set once per connection, as a SET (poolers refuse an `options` start-up parameter).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(wait * 1000)}")
+        dbapi_connection.commit()

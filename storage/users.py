@@ -1,12 +1,17 @@
 """Queries on the users table. Knows nothing of HTTP: callers get User values or errors."""
 
-from collections.abc import Collection, Mapping
+import sqlite3
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage.tables import users
 
@@ -27,6 +32,11 @@ class UserNotFound(LookupError):
 
 class VersionMismatch(Exception):
     """The user exists but its version is not one the caller expected."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve this now (every connection busy, another writer's lock
+    held too long, the server unreachable); the same call may succeed later."""
 
 
 # None: change whatever version is current; a collection: only one of these versions.
@@ -57,18 +67,18 @@ class UserStore:
         self.engine = engine
 
     def count(self) -> int:
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             return conn.execute(_COUNT).scalar_one()
 
     def page(self, *, after: int, limit: int) -> tuple[list[User], int, bool]:
         """Up to `limit` users with id > after, oldest first; the total; whether more follow."""
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             rows = conn.execute(_PAGE, {"after": after, "limit_plus_one": limit + 1}).all()
             total = conn.execute(_COUNT).scalar_one()
         return [_user(row) for row in rows[:limit]], total, len(rows) > limit
 
     def get(self, user_id: int) -> User:
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(_BY_ID, {"user_id": user_id}).first()
         if row is None:
             raise UserNotFound(user_id)
@@ -77,7 +87,7 @@ class UserStore:
     def create(self, *, name: str, age: int) -> User:
         now = _now()
         values = {"name": name, "age": age, "version": 1, "created_at": now, "updated_at": now}
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(_INSERT, values).one()
         return _user(row)
 
@@ -93,7 +103,7 @@ class UserStore:
         )
         if versions is not None:
             stmt = stmt.where(users.c.version.in_(versions))
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(stmt).first()
             if row is None:
                 raise self._missing_or_mismatch(conn, user_id)
@@ -103,9 +113,21 @@ class UserStore:
         stmt = sql_delete(users).where(users.c.id == user_id)
         if versions is not None:
             stmt = stmt.where(users.c.version.in_(versions))
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             if conn.execute(stmt).rowcount == 0:
                 raise self._missing_or_mismatch(conn, user_id)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreUnavailable("no database connection became free in time") from exc
+        except DBAPIError as exc:
+            if not unavailable(exc):
+                raise
+            raise StoreUnavailable(type(exc.orig).__name__) from exc
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -123,6 +145,26 @@ class UserStore:
         """Why a conditional write matched no row: no such user, or another version."""
         exists = conn.execute(_EXISTS, {"user_id": user_id}).first()
         return VersionMismatch(user_id) if exists else UserNotFound(user_id)
+
+
+# PostgreSQL's SQLSTATE classes and codes that mean "not now": connection exceptions,
+# insufficient resources (too many clients), operator intervention (shutting down,
+# starting up), lock_not_available (lock_timeout).
+_PG_TRANSIENT = ("08", "53", "57P", "55P03")
+
+
+def unavailable(error: DBAPIError) -> bool:
+    """Whether a database error is the database saying "not now" (worth a retry later)
+    rather than a fault in this service (a missing table, a bad query)."""
+    if error.connection_invalidated:
+        return True
+    cause = error.orig
+    if isinstance(cause, sqlite3.OperationalError):
+        return str(cause).startswith(("database is locked", "database is busy"))
+    if isinstance(cause, psycopg.OperationalError):
+        # No SQLSTATE: the connection itself failed (refused, reset, timed out).
+        return cause.sqlstate is None or cause.sqlstate.startswith(_PG_TRANSIENT)
+    return False
 
 
 def _now() -> datetime:

@@ -142,7 +142,9 @@ def test_database_urls_are_normalised(url, driver):
     assert sa.engine.make_url(storage.engine.normalise_url(url)).drivername == driver
 
 
-@pytest.mark.parametrize("url", ["mysql://h/db", "not a url", ""])
+@pytest.mark.parametrize(
+    "url", ["mysql://h/db", "not a url", "", "sqlite://", "sqlite:///:memory:"]
+)
 def test_unusable_database_urls_are_refused(url):
     with pytest.raises(storage.DatabaseURLError):
         storage.engine.normalise_url(url)
@@ -162,3 +164,30 @@ def test_repeated_reads_run_a_prepared_statement_on_postgresql(postgres_url):
         statements = prepared.scalars().all()
     engine.dispose()
     assert any("WHERE users.id = $1" in statement for statement in statements), statements
+
+
+@pytest.fixture
+def impatient_store(database_url):
+    """A store that waits at most 0.3 s for a connection or for another writer's lock."""
+    engine = storage.make_engine(migrated(database_url), pool_size=1, max_overflow=0, wait=0.3)
+    yield UserStore(engine)
+    engine.dispose()
+
+
+def test_a_write_behind_another_writers_lock_is_unavailable_and_changes_nothing(impatient_store):
+    user = impatient_store.create(name="Ada", age=36)
+    other = storage.make_engine(impatient_store.engine.url.render_as_string(hide_password=False))
+    with other.connect() as holder:
+        # Another process's write transaction holds the lock on the row (the file, on SQLite).
+        holder.execute(sa.text("UPDATE users SET age = 40 WHERE id = :id"), {"id": user.id})
+        with pytest.raises(storage.StoreUnavailable):
+            impatient_store.update(user.id, {"age": 37}, versions=None)
+        holder.rollback()
+    other.dispose()
+    assert impatient_store.get(user.id).age == 36
+
+
+def test_waiting_too_long_for_a_free_connection_is_unavailable(impatient_store):
+    # Holding the pool's only connection:
+    with impatient_store.engine.connect(), pytest.raises(storage.StoreUnavailable):
+        impatient_store.get(1)

@@ -12,10 +12,18 @@ import os
 import storage
 from handlers.etags import if_match_versions as if_match
 from handlers.users import as_json
+from settings import Settings
 
 __all__ = ["as_json", "if_match", "user_store"]
 
 
 def user_store() -> storage.UserStore:
-    engine = storage.make_engine(os.environ["DATABASE_URL"], pool_size=10, max_overflow=20)
+    # The pool users-api gets from its defaults, so no contender has more connections.
+    defaults = Settings()
+    engine = storage.make_engine(
+        os.environ["DATABASE_URL"],
+        pool_size=defaults.db_pool_size,
+        max_overflow=defaults.db_max_overflow,
+        wait=defaults.db_timeout,
+    )
     return storage.UserStore(engine)
