@@ -43,3 +43,26 @@ def none_match(header: str | None, user: User) -> bool:
         return True
     current = str(user.version)
     return any(value == current for _weak, value in _ENTITY_TAG.findall(header))
+
+
+def if_match_holds(header: str | None, user: User) -> bool:
+    """For a read: does If-Match allow the user's current version?"""
+    versions = if_match_versions(header)
+    return versions is None or user.version in versions
+
+
+def write_preconditions(
+    if_match: str | None, if_none_match: str | None
+) -> tuple[Collection[int] | None, Collection[int]]:
+    """The versions a write may change (None: any) and those it must not (RFC 9110, 13.2).
+
+    If-None-Match uses the weak comparison; `*` there means "only if it does not exist",
+    which no write of an existing user can satisfy.
+    """
+    versions = if_match_versions(if_match)
+    if if_none_match is None:
+        return versions, ()
+    if if_none_match.strip() == "*":
+        return set(), ()
+    named = (_version(value) for _weak, value in _ENTITY_TAG.findall(if_none_match))
+    return versions, {version for version in named if version is not None}

@@ -1,5 +1,6 @@
 """The users resource. Validation already happened against openapi.yaml."""
 
+from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -7,8 +8,8 @@ from flask import Response as FlaskResponse
 from flask import request
 
 from handlers import user_store
-from handlers.etags import etag, if_match_versions, none_match
-from storage import User
+from handlers.etags import etag, if_match_holds, none_match, write_preconditions
+from storage import User, VersionMismatch
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,8 @@ def create_user(body: dict[str, Any]) -> Response:
 
 def get_user(user_id: int) -> Response | FlaskResponse:
     user = user_store().get(user_id)
+    if not if_match_holds(request.headers.get("If-Match"), user):
+        raise VersionMismatch(user_id)
     if none_match(request.headers.get("If-None-Match"), user):
         return _no_content(304, {"ETag": etag(user)})
     return as_json(user), 200, {"Content-Type": JSON, "ETag": etag(user)}
@@ -59,16 +62,23 @@ def update_user(user_id: int, body: dict[str, Any]) -> Response:
 
 
 def delete_user(user_id: int) -> FlaskResponse:
-    user_store().delete(user_id, versions=if_match_versions(request.headers.get("If-Match")))
+    versions, excluded = _preconditions()
+    user_store().delete(user_id, versions=versions, excluded=excluded)
     log.info("user deleted", user_id=user_id)
     return _no_content(204, {})
 
 
 def _change(user_id: int, changes: dict[str, Any]) -> Response:
-    versions = if_match_versions(request.headers.get("If-Match"))
-    user = user_store().update(user_id, changes, versions=versions)
+    versions, excluded = _preconditions()
+    user = user_store().update(user_id, changes, versions=versions, excluded=excluded)
     log.info("user updated", user_id=user.id, fields=sorted(changes))
     return as_json(user), 200, {"Content-Type": JSON, "ETag": etag(user)}
+
+
+def _preconditions() -> tuple[Collection[int] | None, Collection[int]]:
+    return write_preconditions(
+        request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    )
 
 
 def _no_content(status: int, headers: dict[str, str]) -> FlaskResponse:

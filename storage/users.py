@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -91,28 +101,32 @@ class UserStore:
             row = conn.execute(_INSERT, values).one()
         return _user(row)
 
-    def update(self, user_id: int, changes: Mapping[str, Any], *, versions: Versions) -> User:
-        """Apply changes atomically if the version matches; bump version and updated_at."""
+    def update(
+        self,
+        user_id: int,
+        changes: Mapping[str, Any],
+        *,
+        versions: Versions,
+        excluded: Collection[int] = (),
+    ) -> User:
+        """Apply changes atomically if the version is one of `versions` and none of
+        `excluded`; bump version and updated_at."""
         if not changes:
-            return self._checked(user_id, versions)
+            return self._checked(user_id, versions, excluded)
         stmt = (
             update(users)
-            .where(users.c.id == user_id)
+            .where(users.c.id == user_id, *_version_is(versions, excluded))
             .values(**changes, version=users.c.version + 1, updated_at=_now())
             .returning(*users.c)
         )
-        if versions is not None:
-            stmt = stmt.where(users.c.version.in_(versions))
         with self._transaction() as conn:
             row = conn.execute(stmt).first()
             if row is None:
                 raise self._missing_or_mismatch(conn, user_id)
         return _user(row)
 
-    def delete(self, user_id: int, *, versions: Versions) -> None:
-        stmt = sql_delete(users).where(users.c.id == user_id)
-        if versions is not None:
-            stmt = stmt.where(users.c.version.in_(versions))
+    def delete(self, user_id: int, *, versions: Versions, excluded: Collection[int] = ()) -> None:
+        stmt = sql_delete(users).where(users.c.id == user_id, *_version_is(versions, excluded))
         with self._transaction() as conn:
             if conn.execute(stmt).rowcount == 0:
                 raise self._missing_or_mismatch(conn, user_id)
@@ -134,9 +148,9 @@ class UserStore:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
-    def _checked(self, user_id: int, versions: Versions) -> User:
+    def _checked(self, user_id: int, versions: Versions, excluded: Collection[int]) -> User:
         user = self.get(user_id)
-        if versions is not None and user.version not in versions:
+        if (versions is not None and user.version not in versions) or user.version in excluded:
             raise VersionMismatch(user_id)
         return user
 
@@ -165,6 +179,15 @@ def unavailable(error: DBAPIError) -> bool:
         # No SQLSTATE: the connection itself failed (refused, reset, timed out).
         return cause.sqlstate is None or cause.sqlstate.startswith(_PG_TRANSIENT)
     return False
+
+
+def _version_is(versions: Versions, excluded: Collection[int]) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if versions is not None:
+        conditions.append(users.c.version.in_(versions))
+    if excluded:
+        conditions.append(users.c.version.not_in(excluded))
+    return conditions
 
 
 def _now() -> datetime:

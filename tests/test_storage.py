@@ -46,6 +46,17 @@ def test_update_with_stale_version_changes_nothing(store):
     assert store.get(user.id).age == 37
 
 
+def test_an_excluded_current_version_blocks_update_and_delete(store):
+    user = store.create(name="Ada", age=36)
+    for changes in ({"age": 37}, {}):
+        with pytest.raises(VersionMismatch):
+            store.update(user.id, changes, versions=None, excluded={1, 7})
+    with pytest.raises(VersionMismatch):
+        store.delete(user.id, versions=None, excluded={1})
+    assert store.get(user.id) == user
+    assert store.update(user.id, {"age": 37}, versions={1}, excluded={7}).version == 2
+
+
 def test_update_and_delete_of_unknown_id_raise_not_found(store):
     with pytest.raises(UserNotFound):
         store.update(12345, {"age": 1}, versions={1})

@@ -298,8 +298,14 @@ class TestIfMatch:
 
     @pytest.mark.parametrize(
         "tag",
-        ['"' + "1" * 5000 + '"', '"99999999999999999999999"', '"9223372036854775808"', '"-1"'],
-        ids=["5000-digits", "23-digits", "int64-max-plus-one", "negative"],
+        [
+            '"' + "1" * 5000 + '"',
+            '"99999999999999999999999"',
+            '"9223372036854775808"',
+            '"-1"',
+            '"01"',
+        ],
+        ids=["5000-digits", "23-digits", "int64-max-plus-one", "negative", "leading-zero"],
     )
     def test_a_tag_no_version_can_have_is_412_and_changes_nothing(self, client, tag):
         created = create(client)
@@ -312,6 +318,49 @@ class TestIfMatch:
 
     def test_unknown_id_with_if_match_is_404(self, client):
         assert_problem(client.delete("/v1/users/999", headers={"If-Match": '"1"'}), 404)
+
+
+class TestIfNoneMatchOnWrites:
+    """RFC 9110, 13.1.2: a write that names the current version in If-None-Match is 412."""
+
+    @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+    @pytest.mark.parametrize("tag", ["current", "weak-current", "*"])
+    def test_a_matching_if_none_match_is_412_and_changes_nothing(self, client, method, tag):
+        created = create(client)
+        location, etag = created.headers["location"], created.headers["etag"]
+        headers = {"If-None-Match": {"current": etag, "weak-current": "W/" + etag, "*": "*"}[tag]}
+        body = {
+            "PUT": {"json": {"name": "B", "age": 2}},
+            "PATCH": {"content": b'{"age": 4}'},
+            "DELETE": {},
+        }[method]
+        if method == "PATCH":
+            headers.update(MERGE_PATCH)
+        response = client.request(method, location, headers=headers, **body)
+        assert_problem(response, 412)
+        assert client.get(location).json() == created.json()
+
+    def test_an_old_tag_in_if_none_match_lets_the_write_through(self, client):
+        created = create(client)
+        location = created.headers["location"]
+        current = client.put(location, json={"name": "B", "age": 2})
+        response = client.put(
+            location,
+            json={"name": "C", "age": 3},
+            headers={"If-None-Match": created.headers["etag"]},
+        )
+        assert response.status_code == 200
+        assert response.headers["etag"] != current.headers["etag"]
+
+
+class TestIfMatchOnRead:
+    def test_a_read_naming_another_version_in_if_match_is_412(self, client):
+        created = create(client)
+        location = created.headers["location"]
+        assert_problem(client.get(location, headers={"If-Match": '"999"'}), 412)
+        response = client.get(location, headers={"If-Match": created.headers["etag"]})
+        assert response.status_code == 200
+        assert client.get(location, headers={"If-Match": "*"}).status_code == 200
 
 
 class TestProtocolErrors:
