@@ -11,12 +11,12 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
-from starlette.middleware.cors import CORSMiddleware
 
 import storage
 from handlers import auth, problems, root
 from logging_ext import JsonLogging
 from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
+from middleware.cors import ProblemCORSMiddleware
 from middleware.headers import ResponseHeadersMiddleware
 from middleware.swagger_ui import SwaggerUIOnItsPaths
 from middleware.validators import VALIDATORS
@@ -83,11 +83,17 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
     JsonLogging(app)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             position=OUTSIDE_HANDLERS,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["X-API-Key", "Content-Type", "If-Match", "If-None-Match"],
+            allow_headers=[
+                "X-API-Key",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
             expose_headers=["ETag", "Location", "Link", "X-Request-ID"],
         )
     app.add_middleware(ResponseHeadersMiddleware, position=OUTSIDE_HANDLERS, spec=spec)

@@ -123,6 +123,28 @@ class TestCors:
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
 
+    def test_a_client_may_send_its_own_request_id(self, anonymous):
+        preflight = anonymous.options(
+            "/v1/users",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "X-API-Key, X-Request-ID",
+            },
+        )
+        assert preflight.status_code == 200
+
+    def test_a_refused_preflight_is_a_problem(self, anonymous):
+        preflight = anonymous.options(
+            "/v1/users",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 400
+        assert preflight.headers["content-type"] == "application/problem+json"
+        problem = preflight.json()
+        assert problem["status"] == 400 and "origin" in problem["detail"]
+        assert problem["request_id"] == preflight.headers["x-request-id"]
+
     def test_other_origins_are_not_allowed(self, client):
         response = client.get("/v1/users", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in response.headers

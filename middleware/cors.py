@@ -1,0 +1,28 @@
+"""starlette's CORS middleware, with a refused preflight answered as a problem document.
+
+starlette answers a preflight it refuses with `400 text/plain "Disallowed CORS origin"`;
+every error of this service is application/problem+json, so that one is too.
+"""
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from handlers.problems import PROBLEM_JSON, problem_json
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        detail = bytes(response.body).decode() + "."  # "Disallowed CORS origin, method"
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")
+        }
+        return Response(
+            problem_json(response.status_code, detail),
+            status_code=response.status_code,
+            headers=headers,
+            media_type=PROBLEM_JSON,
+        )
