@@ -9,6 +9,7 @@ Its response validation also checks a HEAD's empty body against the GET's schema
 answers 500 (with VALIDATE_RESPONSES on); a HEAD has no body to check.
 """
 
+import re
 from typing import Any
 
 from connexion.datastructures import MediaTypeDict
@@ -40,7 +41,26 @@ def _compiled(schema: dict[str, Any], cls: Any) -> Any:
     return cached[1]
 
 
+# How an integer is written in a URL. Python's int(), which connexion converts with,
+# also reads "1_0", "+1", " 1" and non-ASCII digits: one user, many URLs.
+_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+
 class CachedParameterValidator(ParameterValidator):  # type: ignore[misc]
+    def validate_query_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        raw = request._starlette_request.query_params.getlist(param["name"])
+        if len(raw) > 1 and param.get("schema", {}).get("type") != "array":
+            return f"Query parameter '{param['name']}' is given {len(raw)} times; give it once"
+        if raw and not _written_as_its_type(raw[0], param):
+            return f"{raw[0]!r} is not of type 'integer'"
+        return super().validate_query_parameter(param, request)  # type: ignore[no-any-return]
+
+    def validate_path_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        raw = request._starlette_request.path_params.get(param["name"])
+        if isinstance(raw, str) and not _written_as_its_type(raw, param):
+            return f"{raw!r} is not of type 'integer'"
+        return super().validate_path_parameter(param, request)  # type: ignore[no-any-return]
+
     def validate_parameter(
         self, parameter_type: str, value: Any, param: dict[str, Any], param_name: Any = None
     ) -> str | None:
@@ -55,6 +75,10 @@ class CachedParameterValidator(ParameterValidator):  # type: ignore[misc]
         if param.get("required"):
             return f"Missing {parameter_type} parameter '{param['name']}'"
         return None
+
+
+def _written_as_its_type(raw: str, param: dict[str, Any]) -> bool:
+    return param.get("schema", {}).get("type") != "integer" or bool(_INTEGER.match(raw))
 
 
 class CachedJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]

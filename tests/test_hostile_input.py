@@ -89,6 +89,28 @@ def test_absurd_query_strings_are_400(client, query):
     assert_problem(client.get(f"/v1/users?{query}"), 400)
 
 
+NON_DECIMAL = ["1_0", "%EF%BC%91", "%201", "1%20", "1.0", "0x1"]
+
+
+@pytest.mark.parametrize("spelling", [*NON_DECIMAL, "+1"], ids=repr)
+def test_integers_in_the_query_are_plain_ascii_digits(client, spelling):
+    """Python's int() reads '1_0', full-width digits, signs and spaces; a URL may not."""
+    assert_problem(client.get(f"/v1/users?limit={spelling}"), 400)
+
+
+@pytest.mark.parametrize("spelling", NON_DECIMAL, ids=repr)
+def test_an_id_in_the_path_is_plain_ascii_digits(client, spelling):
+    # (connexion's router itself takes "+1" for 1: the one spelling left.)
+    assert client.post("/v1/users", json={"name": "Ada", "age": 3}).json()["id"] == 1
+    response = client.get(f"/v1/users/{spelling}")  # neither user 1 nor user 10
+    assert_problem(response, 404 if response.status_code == 404 else 400)
+
+
+def test_a_parameter_given_twice_is_400(client):
+    problem = assert_problem(client.get("/v1/users?limit=1&limit=2"), 400)
+    assert "limit" in problem["detail"]
+
+
 def test_patch_with_hostile_body_changes_nothing(client):
     user = client.post("/v1/users", json={"name": "Ada", "age": 3})
     location = user.headers["location"]
