@@ -93,7 +93,9 @@ async def user_not_found(_request: ConnexionRequest, exc: Exception) -> Connexio
 
 async def version_mismatch(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     return problem(
-        412, f"User {exc.args[0]} has changed since that ETag was read; read it again and retry."
+        412,
+        f"User {exc.args[0]}'s current ETag is not one If-Match names (it changed since it"
+        " was read), or is one If-None-Match names. Read it again before deciding.",
     )
 
 

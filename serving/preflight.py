@@ -16,7 +16,7 @@ from settings import Settings
 def main() -> int:
     try:
         settings = Settings.from_env()
-        engine = storage.make_engine(settings.database_url)
+        engine = storage.make_engine(settings.database_url, wait=settings.db_timeout)
         storage.upgrade(engine)
         engine.dispose()
         from app import create_app

@@ -10,7 +10,8 @@ def main(argv: list[str]) -> int:
     if argv != ["upgrade"]:
         print("usage: python -m storage upgrade", file=sys.stderr)
         return 2
-    engine = make_engine(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url, wait=settings.db_timeout)
     upgrade(engine)
     engine.dispose()
     return 0

@@ -1,6 +1,9 @@
 """Engine creation: one place that knows the differences between SQLite and PostgreSQL."""
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -44,13 +47,34 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=wait,
-        **({} if sqlite else {"pool_pre_ping": True, "pool_recycle": 1800}),
+        **({} if sqlite else _postgresql_options(wait, make_url(url).query)),
     )
     if sqlite:
         _prepare_sqlite(engine, wait)
-    else:
-        _prepare_postgresql(engine, wait)
     return engine
+
+
+def _postgresql_options(wait: float, in_url: Mapping[str, Any]) -> dict[str, Any]:
+    connect_args = {
+        # A server that does not answer fails the connection (libpq counts seconds).
+        "connect_timeout": max(1, math.ceil(wait)),
+        # A row another transaction keeps locked fails the statement after `wait`,
+        # instead of holding a request and a pooled connection for as long as it lasts.
+        # (Behind a transaction-mode pooler that drops `options`, set lock_timeout on
+        # the role instead: ALTER ROLE ... SET lock_timeout.)
+        "options": f"-c lock_timeout={_milliseconds(wait)}",
+    }
+    return {
+        "pool_pre_ping": True,  # survive a database restart without a burst of 500s
+        "pool_recycle": 1800,
+        # What DATABASE_URL says itself (?options=..., ?connect_timeout=...) wins.
+        "connect_args": {k: v for k, v in connect_args.items() if k not in in_url},
+    }
+
+
+def _milliseconds(seconds: float) -> int:
+    # At least 1: 0 means "wait forever" to PostgreSQL and "not at all" to SQLite.
+    return max(1, int(seconds * 1000))
 
 
 def _prepare_sqlite(engine: Engine, wait: float) -> None:
@@ -63,17 +87,6 @@ def _prepare_sqlite(engine: Engine, wait: float) -> None:
         # writer wait for the lock instead of failing at once. SQLite waits inside C,
         # where gevent cannot switch: the worker's other requests wait too.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(wait)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-
-def _prepare_postgresql(engine: Engine, wait: float) -> None:
-    @event.listens_for(engine, "connect")
-    def _tune(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        # A row another transaction keeps locked fails the statement after `wait`,
-        # instead of holding a request (and a pooled connection) for as long as it lasts.
-        # Set once per connection, as a SET (poolers refuse an `options` start-up parameter).
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET lock_timeout = {int(wait * 1000)}")
-        dbapi_connection.commit()

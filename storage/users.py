@@ -141,7 +141,8 @@ class UserStore:
         except DBAPIError as exc:
             if not unavailable(exc):
                 raise
-            raise StoreUnavailable(type(exc.orig).__name__) from exc
+            first_line = (str(exc.orig).strip().splitlines() or [""])[0]
+            raise StoreUnavailable(f"{type(exc.orig).__name__}: {first_line}") from exc
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -161,10 +162,12 @@ class UserStore:
         return VersionMismatch(user_id) if exists else UserNotFound(user_id)
 
 
-# PostgreSQL's SQLSTATE classes and codes that mean "not now": connection exceptions,
-# insufficient resources (too many clients), operator intervention (shutting down,
-# starting up), lock_not_available (lock_timeout).
-_PG_TRANSIENT = ("08", "53", "57P", "55P03")
+# PostgreSQL's SQLSTATEs that mean "not now": connection exceptions (08), insufficient
+# resources such as too many clients (53), shutting down or starting up, lock_timeout,
+# serialization failure and deadlock (both retryable), statement_timeout, and a
+# read-only server during a failover.
+_PG_TRANSIENT_CLASSES = ("08", "53")
+_PG_TRANSIENT = frozenset({"57P01", "57P02", "57P03", "55P03", "40001", "40P01", "57014", "25006"})
 
 
 def unavailable(error: DBAPIError) -> bool:
@@ -175,9 +178,13 @@ def unavailable(error: DBAPIError) -> bool:
     cause = error.orig
     if isinstance(cause, sqlite3.OperationalError):
         return str(cause).startswith(("database is locked", "database is busy"))
-    if isinstance(cause, psycopg.OperationalError):
-        # No SQLSTATE: the connection itself failed (refused, reset, timed out).
-        return cause.sqlstate is None or cause.sqlstate.startswith(_PG_TRANSIENT)
+    if isinstance(cause, psycopg.Error):
+        state = cause.sqlstate
+        if state is None:
+            # The connection itself failed (refused, timed out, rejected at start-up):
+            # the service cannot reach its database. The log line says why.
+            return isinstance(cause, psycopg.OperationalError)
+        return state.startswith(_PG_TRANSIENT_CLASSES) or state in _PG_TRANSIENT
     return False
 
 

@@ -2,6 +2,7 @@
 
 import threading
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -202,3 +203,53 @@ def test_waiting_too_long_for_a_free_connection_is_unavailable(impatient_store):
     # Holding the pool's only connection:
     with impatient_store.engine.connect(), pytest.raises(storage.StoreUnavailable):
         impatient_store.get(1)
+
+
+def _dbapi_error(cause):
+    return sa.exc.OperationalError("statement", {}, cause)
+
+
+@pytest.mark.parametrize(
+    ("state", "transient"),
+    [
+        ("08006", True),  # connection failure
+        ("53300", True),  # too many connections
+        ("57P01", True),  # admin shutdown
+        ("57P03", True),  # cannot connect now (starting up)
+        ("55P03", True),  # lock_not_available (lock_timeout)
+        ("40001", True),  # serialization failure
+        ("40P01", True),  # deadlock detected
+        ("57014", True),  # query canceled (statement_timeout)
+        ("25006", True),  # read-only transaction (during a failover)
+        ("57P04", False),  # database dropped
+        ("42P01", False),  # undefined table: our fault
+        ("28P01", False),  # invalid password: our configuration
+    ],
+)
+def test_postgresql_errors_that_mean_not_now(state, transient):
+    error = psycopg.errors.lookup(state)("message")
+    assert storage.users.unavailable(_dbapi_error(error)) is transient
+
+
+def test_sqlite_lock_is_not_now_and_a_missing_table_is_a_fault():
+    import sqlite3
+
+    assert storage.users.unavailable(_dbapi_error(sqlite3.OperationalError("database is locked")))
+    assert not storage.users.unavailable(_dbapi_error(sqlite3.OperationalError("no such table")))
+
+
+def test_an_unreachable_postgresql_is_unavailable_within_the_wait(tmp_path):
+    """A server that accepts connections and never answers (a black hole)."""
+    import socket
+    import time
+
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        port = black_hole.getsockname()[1]
+        engine = storage.make_engine(f"postgresql://nobody@127.0.0.1:{port}/none", wait=1)
+        started = time.monotonic()
+        with pytest.raises(storage.StoreUnavailable):
+            UserStore(engine).get(1)
+        assert time.monotonic() - started < 5
+        engine.dispose()

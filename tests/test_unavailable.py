@@ -6,13 +6,20 @@ import pytest
 import sqlalchemy as sa
 
 import storage
+from tests.conftest import migrated
 from tests.test_users_api import assert_problem
 
 
 @pytest.fixture
-def settings(settings):
-    # One connection per worker, and a short wait for it or for another writer's lock.
-    return replace(settings, db_pool_size=1, db_max_overflow=0, db_timeout=0.3)
+def settings(settings, database_url):
+    # On each database: one connection per worker, and a short wait for it or for a lock.
+    return replace(
+        settings,
+        database_url=migrated(database_url),
+        db_pool_size=1,
+        db_max_overflow=0,
+        db_timeout=0.3,
+    )
 
 
 @pytest.fixture
@@ -23,7 +30,8 @@ def user(client):
 def test_a_write_behind_another_writers_lock_is_503_and_changes_nothing(client, settings, user):
     other = storage.make_engine(settings.database_url)
     with other.connect() as holder:
-        holder.execute(sa.text("UPDATE users SET age = 40"))  # holds SQLite's write lock
+        # Another writer's open transaction: the row's lock (the file's, on SQLite).
+        holder.execute(sa.text("UPDATE users SET age = 40"))
         response = client.put(f"/v1/users/{user['id']}", json={"name": "Eve", "age": 1})
         holder.rollback()
     other.dispose()

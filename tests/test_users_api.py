@@ -288,6 +288,12 @@ class TestIfMatch:
         ).is_success
         assert etag != client.get(location).headers["etag"]
 
+    def test_the_412_says_which_conditions_failed(self, client):
+        created = create(client)
+        response = client.delete(created.headers["location"], headers={"If-None-Match": "*"})
+        detail = assert_problem(response, 412)["detail"]
+        assert "If-Match" in detail and "If-None-Match" in detail and "retry" not in detail
+
     def test_weak_etag_never_matches_if_match(self, client):
         created = create(client)
         weak = "W/" + created.headers["etag"]
