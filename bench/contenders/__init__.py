@@ -7,8 +7,6 @@ the web stack around it. None has a contract, request ids, logs or metrics; that
 is what users-api pays for its features.
 """
 
-import os
-
 import storage
 from handlers.etags import if_match_versions as if_match
 from handlers.users import as_json
@@ -18,12 +16,12 @@ __all__ = ["as_json", "if_match", "user_store"]
 
 
 def user_store() -> storage.UserStore:
-    # The pool users-api gets from its defaults, so no contender has more connections.
-    defaults = Settings()
+    # The pool users-api gets from the same environment (bench/run.py sets it).
+    settings = Settings.from_env()
     engine = storage.make_engine(
-        os.environ["DATABASE_URL"],
-        pool_size=defaults.db_pool_size,
-        max_overflow=defaults.db_max_overflow,
-        wait=defaults.db_timeout,
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        wait=settings.db_timeout,
     )
     return storage.UserStore(engine)
