@@ -111,34 +111,28 @@ class TestCors:
     def settings(self, settings):
         return replace(settings, cors_origins=("https://app.example",))
 
+    @staticmethod
+    def preflight(client, origin, method, headers=None):
+        asked = {"Origin": origin, "Access-Control-Request-Method": method}
+        if headers:
+            asked["Access-Control-Request-Headers"] = headers
+        return client.options("/v1/users", headers=asked)
+
     def test_listed_origins_may_call_with_a_key(self, anonymous):
-        preflight = anonymous.options(
-            "/v1/users",
-            headers={
-                "Origin": "https://app.example",
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "X-API-Key, Content-Type",
-            },
+        preflight = self.preflight(
+            anonymous, "https://app.example", "POST", "X-API-Key, Content-Type"
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
 
     def test_a_client_may_send_its_own_request_id(self, anonymous):
-        preflight = anonymous.options(
-            "/v1/users",
-            headers={
-                "Origin": "https://app.example",
-                "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "X-API-Key, X-Request-ID",
-            },
+        preflight = self.preflight(
+            anonymous, "https://app.example", "GET", "X-API-Key, X-Request-ID"
         )
         assert preflight.status_code == 200
 
     def test_a_refused_preflight_is_a_problem(self, anonymous):
-        preflight = anonymous.options(
-            "/v1/users",
-            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
-        )
+        preflight = self.preflight(anonymous, "https://evil.example", "POST")
         assert preflight.status_code == 400
         assert preflight.headers["content-type"] == "application/problem+json"
         problem = preflight.json()
