@@ -1,12 +1,16 @@
-"""connexion's validators, with each schema's validator built once, and HEAD understood.
+"""connexion's validators, with each schema's validator built once, and three fixes.
 
 connexion 3.3 builds a new jsonschema validator (and, for parameters, deep-copies the
 schema first) for every parameter and body of every request. A validator does not
 change once built, so these keep one per schema; what is checked, and every error
 message, stays connexion's. Registered in app.py through `validator_map`.
 
-Its response validation also checks a HEAD's empty body against the GET's schema and
-answers 500 (with VALIDATE_RESPONSES on); a HEAD has no body to check.
+The fixes (connexion 3.3; tests/test_hostile_input.py and test_users_api.py fail if an
+upgrade changes what these rely on, such as ConnexionRequest._starlette_request):
+- an integer parameter must be written in ASCII digits (int() reads much more);
+- a query parameter that is not an array may be given once, not several times;
+- a HEAD's empty body is not checked against the GET's schema (that was a 500 with
+  VALIDATE_RESPONSES on).
 """
 
 import re
