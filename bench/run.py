@@ -253,11 +253,6 @@ def _serving(contender: str, env: dict[str, str]) -> Iterator[list[int]]:
         "HOST": "127.0.0.1",
         "PORT": str(PORT),
         "WEB_CONCURRENCY": "1",
-        # One worker takes all 32 connections, so it gets a pool its size (the default,
-        # 5 + 5 per worker, is for several workers sharing a server's max_connections;
-        # with fewer connections than requests, waiters queue and p99 grows 4-7x).
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "20",
         "LOG_FORMAT": "json",
         # gunicorn.conf.py recycles a worker every ~10,000 requests, which a run reaches;
         # the restart would land inside a measurement and end its peak-RSS reading.

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from storage.pool import FairQueuePool
+
 DEFAULT_DATABASE_URL = "sqlite:///data/users.sqlite3"
 
 
@@ -46,6 +48,7 @@ def make_engine(
         hide_parameters=True,  # errors are logged: their messages must not carry user data
         pool_size=pool_size,
         max_overflow=max_overflow,
+        poolclass=FairQueuePool,
         pool_timeout=wait,
         **({} if sqlite else _postgresql_options(wait, make_url(url).query)),
     )

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 import storage
 from storage import UserNotFound, UserStore, VersionMismatch
+from storage.pool import FairQueuePool, Gate
 from tests.conftest import migrated
 
 
@@ -253,3 +254,73 @@ def test_an_unreachable_postgresql_is_unavailable_within_the_wait(tmp_path):
             UserStore(engine).get(1)
         assert time.monotonic() - started < 5
         engine.dispose()
+
+
+class TestGate:
+    """The pool's waiting line: first come, first served, and no one jumps it."""
+
+    def waiter(self, gate, entered, name):
+        thread = threading.Thread(target=lambda: gate.enter(10) and entered.append(name))
+        thread.start()
+        return thread
+
+    def wait_for_line(self, gate, length):
+        for _ in range(1000):
+            if len(gate._waiting) == length:
+                return
+            threading.Event().wait(0.005)
+        raise AssertionError(f"the line never reached {length}")
+
+    def test_a_freed_place_goes_to_the_first_waiter_not_a_newcomer(self):
+        gate, entered = Gate(1), []
+        assert gate.enter(0)
+        first = self.waiter(gate, entered, "first")
+        self.wait_for_line(gate, 1)
+        gate.leave()
+        assert not gate.enter(0)  # a newcomer finds the place already handed over
+        first.join(5)
+        assert entered == ["first"]
+
+    def test_waiters_get_in_in_the_order_they_came(self):
+        gate, entered = Gate(1), []
+        assert gate.enter(0)
+        threads = []
+        for name in ("a", "b", "c"):
+            threads.append(self.waiter(gate, entered, name))
+            self.wait_for_line(gate, len(threads))
+        for expected in (["a"], ["a", "b"], ["a", "b", "c"]):
+            gate.leave()
+            threads[len(expected) - 1].join(5)
+            assert entered == expected
+
+    def test_a_waiter_that_gives_up_leaves_the_line(self):
+        gate = Gate(1)
+        assert gate.enter(0)
+        assert not gate.enter(0.05)
+        assert not gate._waiting
+        gate.leave()
+        assert gate.enter(0)
+
+
+def test_a_returned_connection_goes_to_the_waiter_not_a_newcomer(database_url):
+    engine = storage.make_engine(migrated(database_url), pool_size=1, max_overflow=0, wait=10)
+    assert isinstance(engine.pool, FairQueuePool)
+    order = []
+
+    def waiter():
+        with engine.connect():
+            order.append("waiter")
+
+    holder = engine.connect()
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    for _ in range(1000):  # until it is in the line
+        if engine.pool._gate._waiting:
+            break
+        threading.Event().wait(0.005)
+    holder.close()
+    with engine.connect():  # at once, before the waiter has run
+        order.append("newcomer")
+    thread.join(10)
+    assert order == ["waiter", "newcomer"]
+    engine.dispose()
