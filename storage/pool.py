@@ -20,26 +20,37 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 class Gate:
     """At most `size` holders at once; a place that frees up goes to the first waiter.
 
-    Built on threading's Lock and Event, which gevent's monkey-patching makes
+    Built on threading's RLock and Event, which gevent's monkey-patching makes
     cooperative: a waiting greenlet lets the others run.
     """
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector may check in a forgotten connection, and so
+        # call leave(), in the middle of any allocation, this lock held or not.
+        self._lock = threading.RLock()
         self._waiting: deque[threading.Event] = deque()
 
     def enter(self, timeout: float) -> bool:
+        turn = threading.Event()
         with self._lock:
             if self._free and not self._waiting:
                 self._free -= 1
                 return True
-            turn = threading.Event()
             self._waiting.append(turn)
-        if turn.wait(timeout):
-            return True
+        try:
+            if turn.wait(timeout):
+                return True
+        except BaseException:  # killed or timed out by gevent, interrupted
+            if self._give_up(turn):
+                self.leave()  # it was handed over all the same: pass it on
+            raise
+        return self._give_up(turn)
+
+    def _give_up(self, turn: threading.Event) -> bool:
+        """Leave the line; True if the place was handed over just before."""
         with self._lock:
-            if turn.is_set():  # handed over just as the wait ran out
+            if turn.is_set():
                 return True
             self._waiting.remove(turn)
             return False

@@ -1,6 +1,9 @@
 """UserStore on each real database: SQLite and PostgreSQL run the same tests."""
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -10,6 +13,8 @@ import storage
 from storage import UserNotFound, UserStore, VersionMismatch
 from storage.pool import FairQueuePool, Gate
 from tests.conftest import migrated
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -324,3 +329,43 @@ def test_a_returned_connection_goes_to_the_waiter_not_a_newcomer(database_url):
     thread.join(10)
     assert order == ["waiter", "newcomer"]
     engine.dispose()
+
+
+def test_a_waiter_interrupted_in_line_gives_its_place_back():
+    """A greenlet killed (or timed out) while waiting must not take a place with it."""
+    script = """
+from gevent import monkey; monkey.patch_all()
+import sqlite3, gevent
+from storage.pool import FairQueuePool
+
+pool = FairQueuePool(lambda: sqlite3.connect(":memory:", check_same_thread=False),
+                     pool_size=1, max_overflow=0, timeout=0.5)
+held = pool.connect()
+try:
+    with gevent.Timeout(0.05):
+        pool.connect()
+except gevent.Timeout:
+    pass
+held.close()
+pool.connect().close()
+print("served")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.stdout.strip() == "served", result.stderr[-2000:]
+
+
+def test_a_connection_collected_while_the_gate_is_busy_does_not_deadlock():
+    """The garbage collector may check a forgotten connection in from inside the gate."""
+    gate = Gate(1)
+    done = threading.Event()
+
+    def collect_inside():
+        with gate._lock:  # as when a collection runs while enter() holds the lock
+            gate.leave()
+        done.set()
+
+    threading.Thread(target=collect_inside, daemon=True).start()
+    assert done.wait(5), "leave() deadlocked inside the gate's own lock"
+    assert gate.enter(0)
