@@ -32,10 +32,12 @@ class Gate:
         self._waiting: deque[threading.Event] = deque()
 
     def enter(self, timeout: float) -> bool:
-        turn = threading.Event()
         with self._lock:
-            if self._free and not self._waiting:
-                self._free -= 1
+            if self._take_free_place():
+                return True
+        turn = threading.Event()  # made outside the lock: an allocation may run the GC
+        with self._lock:
+            if self._take_free_place():
                 return True
             self._waiting.append(turn)
         try:
@@ -46,6 +48,13 @@ class Gate:
                 self.leave()  # it was handed over all the same: pass it on
             raise
         return self._give_up(turn)
+
+    def _take_free_place(self) -> bool:
+        """With the lock held: take a free place unless someone is waiting for one."""
+        if self._free and not self._waiting:
+            self._free -= 1
+            return True
+        return False
 
     def _give_up(self, turn: threading.Event) -> bool:
         """Leave the line; True if the place was handed over just before."""
