@@ -24,7 +24,19 @@ def if_match_versions(header: str | None) -> Collection[int] | None:
     """
     if header is None or header.strip() == "*":
         return None
-    versions = (_version(value) for weak, value in _ENTITY_TAG.findall(header) if not weak)
+    return _named_versions(header, weak_too=False)
+
+
+def if_none_match_versions(header: str) -> Collection[int] | None:
+    """Versions If-None-Match names (weak comparison); None for `*`, which names them all."""
+    if header.strip() == "*":
+        return None
+    return _named_versions(header, weak_too=True)
+
+
+def _named_versions(header: str, *, weak_too: bool) -> set[int]:
+    tags = _ENTITY_TAG.findall(header)
+    versions = (_version(value) for weak, value in tags if weak_too or not weak)
     return {version for version in versions if version is not None}
 
 
@@ -36,13 +48,11 @@ def _version(value: str) -> int | None:
 
 
 def none_match(header: str | None, user: User) -> bool:
-    """True when If-None-Match names the user's current version (weak comparison)."""
+    """True when If-None-Match names the user's current version (or is `*`)."""
     if header is None:
         return False
-    if header.strip() == "*":
-        return True
-    current = str(user.version)
-    return any(value == current for _weak, value in _ENTITY_TAG.findall(header))
+    named = if_none_match_versions(header)
+    return named is None or user.version in named
 
 
 def if_match_holds(header: str | None, user: User) -> bool:
@@ -56,13 +66,11 @@ def write_preconditions(
 ) -> tuple[Collection[int] | None, Collection[int]]:
     """The versions a write may change (None: any) and those it must not (RFC 9110, 13.2).
 
-    If-None-Match uses the weak comparison; `*` there means "only if it does not exist",
-    which no write of an existing user can satisfy.
+    `*` in If-None-Match means "only if it does not exist", which no write of an
+    existing user can satisfy: no version may be changed.
     """
     versions = if_match_versions(if_match)
     if if_none_match is None:
         return versions, ()
-    if if_none_match.strip() == "*":
-        return set(), ()
-    named = (_version(value) for _weak, value in _ENTITY_TAG.findall(if_none_match))
-    return versions, {version for version in named if version is not None}
+    named = if_none_match_versions(if_none_match)
+    return (set(), ()) if named is None else (versions, named)
