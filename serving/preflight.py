@@ -16,9 +16,7 @@ from settings import Settings
 def main() -> int:
     try:
         settings = Settings.from_env()
-        engine = storage.make_engine(settings.database_url, wait=settings.db_timeout)
-        storage.upgrade(engine)
-        engine.dispose()
+        storage.migrate(settings.database_url, wait=settings.db_timeout, pooler=settings.db_pooler)
         from app import create_app
 
         create_app(settings).app.extensions["user_store"].engine.dispose()

@@ -1,0 +1,71 @@
+"""Stopping without resetting a connection (serving/backlog.py), on real sockets."""
+
+import socket
+import sys
+
+import gevent.socket
+import pytest
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from serving.backlog import close_answering_the_backlog, refuse_new_connections
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="a Linux socket filter")
+
+
+def listener(kind: type[socket.socket] = socket.socket) -> socket.socket:
+    sock = kind()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+@linux_only
+def test_a_refusing_listener_completes_no_new_handshake_but_keeps_its_queue():
+    sock = listener()
+    address = sock.getsockname()
+    queued = socket.create_connection(address, timeout=1)
+    refuse_new_connections(sock)
+    late = socket.socket()
+    late.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # its SYN is dropped: no answer, not a reset
+        late.connect(address)
+    served, _ = sock.accept()
+    queued.sendall(b"ping")
+    assert served.recv(4) == b"ping"
+    for each in (served, queued, late, sock):
+        each.close()
+
+
+@linux_only
+def test_a_kernel_that_refuses_the_filter_does_not_stop_the_stop():
+    # seccomp, gVisor or a small optmem_max can refuse SO_ATTACH_FILTER: the stop goes
+    # on without it (the drain thread used to die there, and gunicorn never stopped).
+    class NoFilters(socket.socket):
+        def setsockopt(self, *args):  # type: ignore[no-untyped-def]
+            raise OSError(92, "Protocol not available")
+
+    sock = listener(NoFilters)
+    assert refuse_new_connections(sock) is False
+    sock.close()
+
+
+def test_closing_answers_every_connection_already_queued():
+    def answer(client: socket.socket, _address: object) -> None:
+        client.recv(4)
+        client.sendall(b"pong")
+
+    # A gevent socket, as a gevent worker's listener is (its accept never blocks).
+    server = StreamServer(listener(gevent.socket.socket), handle=answer, spawn=Pool())
+    server.start()
+    server.stop_accepting()  # so the connections below wait in the accept queue
+    address = server.socket.getsockname()
+    clients = [socket.create_connection(address, timeout=5) for _ in range(8)]
+    for client in clients:
+        client.sendall(b"ping")
+    close_answering_the_backlog(server)
+    assert server.closed
+    assert server.pool.join(timeout=5)  # the handlers spawned for them run now
+    assert [client.recv(4) for client in clients] == [b"pong"] * 8
+    for client in clients:
+        client.close()
