@@ -1,142 +1,130 @@
 """Wiring: create_app(settings) builds the connexion app from the contract and its parts."""
 
-import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
 from connexion import FlaskApp
-from connexion.jsonifier import Jsonifier
-from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
-from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 
+import apikeys
+import connexion_ext
+import problems
 import storage
-from handlers import auth, problems, root
+from contract import SPEC_URL, UI_PATH, load_spec
+from handlers import root
 from logging_ext import JsonLogging
 from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
 from middleware.cors import ProblemCORSMiddleware
 from middleware.headers import ResponseHeadersMiddleware
-from middleware.swagger_ui import SwaggerUIOnItsPaths
-from middleware.validators import VALIDATORS
-from serving.bridge import call_flask_inline
+from middleware.metrics import MetricsEndpoint
+from middleware.rate_limits import KeyRateLimits, RateLimitAnswers, RateLimits
 from settings import Settings, SettingsError
 
-ROOT = Path(__file__).parent
-SPEC = ROOT / "openapi.yaml"
 OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
-# connexion's own stack, with a Swagger UI middleware that API requests skip.
-CONNEXION_MIDDLEWARES = [
-    SwaggerUIOnItsPaths if middleware is SwaggerUIMiddleware else middleware
-    for middleware in ConnexionMiddleware.default_middlewares
-]
-HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+# Everything a browser on an allowed origin may send and read (CORS_ORIGINS).
+CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+CORS_REQUEST_HEADERS = ["X-API-Key", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = ["ETag", "Location", "Link", "X-Request-ID"]
 
 
 def create_app(settings: Settings | None = None) -> FlaskApp:
     settings = settings or Settings.from_env()
     if not settings.api_keys:
         raise SettingsError("API_KEYS is empty, so every request would be refused: see `make key`")
+    keyring = apikeys.Keyring.from_entries(settings.api_keys)
     engine = storage.make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         wait=settings.db_timeout,
+        pooler=settings.db_pooler,
     )
     storage.check_current(engine)
-    auth.install(settings.api_keys)
+    apikeys.install(keyring)
+    spec = connexion_ext.load_contract(load_spec())
 
     app = FlaskApp(
         __name__,
-        specification_dir=ROOT,
-        middlewares=list(CONNEXION_MIDDLEWARES),
-        # connexion's own validators and key check, with the per-request setup done once.
-        validator_map=VALIDATORS,
-        security_map={"apiKey": auth.ApiKeyHandler},
+        middlewares=list(connexion_ext.MIDDLEWARES),
+        validator_map=connexion_ext.VALIDATORS,
         # The tutorial's JSON_AS_ASCII=False: names come back as UTF-8, not \u escapes.
-        jsonifier=Jsonifier(json, ensure_ascii=False, separators=(",", ":")),
+        jsonifier=connexion_ext.OrjsonJsonifier(),
     )
+    connexion_ext.customise(app)
     # connexion's router takes /v1//users for /v1/users; Flask would then answer with a
     # 308 that has no Location. A path that is not in the contract is a 404.
     app.app.url_map.merge_slashes = False
-    spec = load_spec()
     app.add_api(
         spec,
         strict_validation=True,
         validate_responses=settings.validate_responses,
         swagger_ui_options=SwaggerUIOptions(
-            spec_path="/v1/openapi.json",
-            swagger_ui_path="/v1/ui",
+            spec_path=SPEC_URL,
+            swagger_ui_path=UI_PATH,
             # Swagger UI keeps the key across reloads, so "Authorize" is a one-time step.
             swagger_ui_config={"persistAuthorization": True},
         ),
     )
-    app.app.config.update(
-        SETTINGS=settings,
-        LOG_LEVEL=settings.log_level,
-        LOG_FORMAT=settings.log_format,
-        TRUSTED_PROXIES=",".join(settings.trusted_proxies),
-        METRICS_GUARD=_metrics_guard if settings.metrics_require_key else None,
+    limits = RateLimits.from_settings(settings.rate_limits, settings.rate_limit_storage, spec)
+    _add_middleware(app, settings, keyring, spec, limits)
+    problems.init_app(app, spec)
+    app.app.extensions["user_store"] = storage.UserStore(engine)
+    app.app.config["REQUIRE_IF_MATCH"] = settings.require_if_match
+    app.app.extensions["api_links"] = root.links_from_spec(spec)
+    return app
+
+
+def _add_middleware(
+    app: FlaskApp,
+    settings: Settings,
+    keyring: apikeys.Keyring,
+    spec: dict[str, Any],
+    limits: RateLimits | None,
+) -> None:
+    """Outermost first: the access line and request id cover what the others answer."""
+    JsonLogging(
+        app,
+        level=settings.log_level,
+        log_format=settings.log_format,
+        trusted_proxies=settings.trusted_proxies,
     )
-    # Outermost first: the access line and request id cover what the others answer.
-    JsonLogging(app)
+    app.add_middleware(problems.ProblemBoundary, position=OUTSIDE_HANDLERS)
     if settings.cors_origins:
         app.add_middleware(
             ProblemCORSMiddleware,
             position=OUTSIDE_HANDLERS,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=[
-                "X-API-Key",
-                "Content-Type",
-                "If-Match",
-                "If-None-Match",
-                "X-Request-ID",
-            ],
-            expose_headers=["ETag", "Location", "Link", "X-Request-ID"],
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
         )
     app.add_middleware(ResponseHeadersMiddleware, position=OUTSIDE_HANDLERS, spec=spec)
+    if limits:
+        # Outside connexion's exception handling and MetricsEndpoint, so it sees every
+        # answer, 401s included; inside CORS and the security headers, which its 429s get.
+        app.add_middleware(
+            RateLimitAnswers,
+            position=OUTSIDE_HANDLERS,
+            limits=limits,
+            trusted_proxies=settings.trusted_proxies,
+        )
     app.add_middleware(
-        BodyLimitMiddleware, position=OUTSIDE_HANDLERS, max_bytes=settings.max_body_bytes
+        MetricsEndpoint,
+        position=OUTSIDE_HANDLERS,
+        keyring=keyring if settings.metrics_require_key else None,
     )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        position=OUTSIDE_HANDLERS,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+    )
+    if limits:
+        # After connexion's key check, before the body is parsed or validated.
+        app.add_middleware(
+            KeyRateLimits, position=MiddlewarePosition.BEFORE_VALIDATION, limits=limits
+        )
     app.add_middleware(StrictJsonMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
-    call_flask_inline(app)
-    app.app.extensions["user_store"] = storage.UserStore(engine)
-    app.app.extensions["api_links"] = root.links_from_spec(spec)
-    problems.init_app(app)
-    return app
-
-
-def _metrics_guard(headers: dict[str, str]) -> bool:
-    return auth.allows(headers.get("x-api-key"), "read")
-
-
-@cache
-def load_spec() -> dict[str, Any]:
-    """The contract, parsed once per process (connexion copies what it changes)."""
-    spec: dict[str, Any] = yaml.load(SPEC.read_bytes(), Loader=yaml.CSafeLoader)
-    return inline_path_parameters(spec)
-
-
-def inline_path_parameters(spec: dict[str, Any]) -> dict[str, Any]:
-    """Move each path's shared parameters into its operations, as OpenAPI defines them.
-
-    connexion 3.3 appends a path's parameters to the operation's list in place each time
-    one of its middlewares builds the operation, so every request validated `user_id` six
-    times. An operation's own parameter wins over a shared one of the same name and `in`.
-    """
-    for item in spec["paths"].values():
-        shared = item.pop("parameters", [])
-        for method in HTTP_METHODS & item.keys():
-            own = item[method].setdefault("parameters", [])
-            named = {_parameter_key(p) for p in own}
-            own.extend(p for p in shared if _parameter_key(p) not in named)
-    return spec
-
-
-def _parameter_key(parameter: dict[str, Any]) -> Any:
-    return parameter.get("$ref") or (parameter["name"], parameter["in"])
 
 
 def __getattr__(name: str) -> Any:
@@ -146,8 +134,6 @@ def __getattr__(name: str) -> Any:
         globals()["app"] = create_app()
         return globals()["app"]
     if name == "wsgi":
-        from serving.bridge import to_wsgi
-
-        globals()["wsgi"] = to_wsgi(__getattr__("app"))
+        globals()["wsgi"] = connexion_ext.to_wsgi(__getattr__("app"))
         return globals()["wsgi"]
     raise AttributeError(name)

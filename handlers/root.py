@@ -4,9 +4,8 @@ from typing import Any
 
 from flask import current_app
 
+from contract import operations
 from handlers import user_store
-
-HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 
 
 def api_index() -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -22,7 +21,9 @@ def links_from_spec(spec: dict[str, Any]) -> list[dict[str, str]]:
     """One link per operation, read from the contract so the root never drifts from it."""
     return [
         {"method": method.upper(), "href": path, "description": operation["summary"]}
-        for path, item in spec["paths"].items()
-        for method, operation in item.items()
-        if method in HTTP_METHODS
+        for path, method, operation in operations(spec)
     ]
+
+
+# HEAD answers as GET does; the server sends the headers without the body (RFC 9110, 9.3.2).
+api_index_head = api_index

@@ -5,10 +5,10 @@ from typing import Any
 
 import structlog
 from flask import Response as FlaskResponse
-from flask import request
+from flask import current_app, request
 
+from etags import etag, if_match_holds, none_match, write_preconditions
 from handlers import user_store
-from handlers.etags import etag, if_match_holds, none_match, write_preconditions
 from storage import User, VersionMismatch
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,11 @@ def get_user(user_id: int) -> Response | FlaskResponse:
     return as_json(user), 200, {"Content-Type": JSON, "ETag": etag(user)}
 
 
+# HEAD answers as GET does; the server sends the headers without the body (RFC 9110, 9.3.2).
+user_page_head = user_page
+head_user = get_user
+
+
 def replace_user(user_id: int, body: dict[str, Any]) -> Response:
     return _change(user_id, {"name": body["name"], "age": body["age"]})
 
@@ -77,7 +82,9 @@ def _change(user_id: int, changes: dict[str, Any]) -> Response:
 
 def _preconditions() -> tuple[Collection[int] | None, Collection[int]]:
     return write_preconditions(
-        request.headers.get("If-Match"), request.headers.get("If-None-Match")
+        request.headers.get("If-Match"),
+        request.headers.get("If-None-Match"),
+        require_if_match=current_app.config["REQUIRE_IF_MATCH"],
     )
 
 

@@ -1,12 +1,15 @@
 """structlog over the standard library: every logger's records become one JSON object a line."""
 
+import json
 import logging
 import logging.config
 import os
+import re
 import sys
 import warnings
 from typing import Any, TextIO
 
+import orjson
 import structlog
 import structlog.tracebacks
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -92,8 +95,36 @@ def _render(log_format: str) -> list[Processor]:
         structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         ),
-        structlog.processors.JSONRenderer(ensure_ascii=False),
+        drop_database_details,
+        # orjson, as structlog's performance notes advise: a third of a line's cost with
+        # the standard library's json. UTF-8 as written; a value orjson cannot serialise
+        # is written as its repr (structlog's fallback), a line orjson refuses (a key
+        # that is not a string, an integer past 64 bits) by the standard library.
+        structlog.processors.JSONRenderer(serializer=_json_line),
     ]
+
+
+# From DETAIL: to the next part of the message (HINT:, CONTEXT:, ... or SQLAlchemy's
+# [SQL: ...]) or its end: a quoted value may itself run over several lines.
+_DETAIL = re.compile(r"^DETAIL:.*?(?=\n[A-Z ]+:  |\n\[SQL: |\Z)", re.MULTILINE | re.DOTALL)
+
+
+def drop_database_details(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """PostgreSQL's DETAIL line quotes the row or key it refused ("Failing row contains
+    (7, Ada, 36, ...)", "Key (name)=(Ada) already exists"): users' data, which a log must
+    not hold. (SQLAlchemy's hide_parameters hides only the statement's parameters.)"""
+    for stack in event_dict.get("exception", ()):
+        value = stack.get("exc_value")
+        if isinstance(value, str) and "DETAIL:" in value:
+            stack["exc_value"] = _DETAIL.sub("DETAIL: (left out: it quotes the data)", value)
+    return event_dict
+
+
+def _json_line(event_dict: EventDict, **options: Any) -> str:
+    try:
+        return orjson.dumps(event_dict, **options).decode()
+    except TypeError:  # keys that are not strings, integers past 64 bits
+        return json.dumps(event_dict, ensure_ascii=False, **options)
 
 
 class StdoutLogger:

@@ -5,7 +5,9 @@ its JSON parsing accepts duplicate keys (last wins), NaN, invalid UTF-8 (a 500) 
 any nesting depth. Two middlewares close that:
 
 - BodyLimitMiddleware, outermost, enforces MAX_BODY_BYTES while the body streams in
-  (413, with or without Content-Length), before anything is buffered.
+  (413, with or without Content-Length), before anything is buffered, and BODY_TIMEOUT
+  (408, and the connection closes): a client trickling a body under the size limit
+  held its connection for as long as it liked.
 - StrictJsonMiddleware, after authentication and before connexion's validation,
   parses JSON bodies strictly (400), so validation only ever sees I-JSON, and refuses
   a write's body that has no Content-Type (415): connexion would assume the spec's
@@ -13,12 +15,18 @@ any nesting depth. Two middlewares close that:
 """
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
+from gevent import Timeout
+from gevent.monkey import is_module_patched
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers.problems import send_problem
+from connexion_ext import operation_id
+from problems import ProblemResponse
 
 MAX_DEPTH = 32
 WRITES = ("POST", "PUT", "PATCH")
@@ -32,39 +40,81 @@ class BodyRejected(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every method: a GET's body means nothing, but it is read all the same.
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        try:
-            self._check_declared_length(dict(scope["headers"]).get(b"content-length"))
-            body = await self._read(receive)
-        except BodyRejected as rejected:
-            await send_problem(send, rejected.status, rejected.detail)
+        headers = Headers(scope=scope)
+        if _has_no_body(scope, headers):
+            await self.app(scope, receive, send)
             return
+        deadline = None
+        try:
+            self._check_declared_length(headers.get("content-length"))
+            with self._in_time(headers) as deadline:
+                body = await self._read(scope, receive)
+        except BodyRejected as rejected:
+            await ProblemResponse(rejected.status, rejected.detail)(scope, receive, send)
+            return
+        except Timeout as timeout:
+            if timeout is not deadline:
+                raise
+            detail = f"The body did not arrive within {self.timeout:g} seconds."
+            # RFC 9110 15.5.9: the rest of the body may still come, so the connection closes.
+            await ProblemResponse(408, detail, headers={"Connection": "close"})(
+                scope, receive, send
+            )
+            return
+        except ClientDisconnect:
+            return  # nobody is left to answer
         await self.app(scope, _replay(body, receive), send)
 
-    def _check_declared_length(self, declared: bytes | None) -> None:
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise BodyRejected(413, f"The body may be at most {self.max_bytes} bytes.")
+    def _in_time(self, headers: Headers) -> AbstractContextManager[object]:
+        """A deadline for the whole body, when one is coming. The read blocks the
+        request's greenlet in the gevent bridge (serving's workers), where a gevent
+        Timeout ends it; in a plain process there is nothing to bound."""
+        expected = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if expected and is_module_patched("socket"):
+            deadline: AbstractContextManager[object] = Timeout(self.timeout)
+            return deadline
+        return nullcontext()
 
-    async def _read(self, receive: Receive) -> bytes:
+    def _check_declared_length(self, declared: str | None) -> None:
+        # ASCII digits only: str.isdigit() also takes latin-1's "²", which int() refuses.
+        if (
+            declared
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
+            raise self._too_large()
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
         """Read the body, giving up as soon as it grows past the limit (chunked too)."""
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return bytes(body)
-            body += message.get("body", b"")
+        async for chunk in Request(scope, receive).stream():
+            body += chunk
             if len(body) > self.max_bytes:
-                raise BodyRejected(413, f"The body may be at most {self.max_bytes} bytes.")
-            if not message.get("more_body"):
-                return bytes(body)
+                raise self._too_large()
+        return bytes(body)
+
+    def _too_large(self) -> BodyRejected:
+        return BodyRejected(413, f"The body may be at most {self.max_bytes} bytes.")
+
+
+def _has_no_body(scope: Scope, headers: Headers) -> bool:
+    """An HTTP/1 request with neither Content-Length nor Transfer-Encoding has no body
+    (RFC 9112, 6.3), nor has one of Content-Length 0. (HTTP/2 frames a body without them.)"""
+    if scope.get("http_version") not in ("1.0", "1.1"):
+        return False
+    length = headers.get("content-length")
+    return length == "0" or (length is None and "transfer-encoding" not in headers)
 
 
 class StrictJsonMiddleware:
@@ -74,39 +124,26 @@ class StrictJsonMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _routed(scope):
+        if scope["type"] != "http" or not operation_id(scope):
             # Unrouted requests end in a 404 without anyone reading their body.
             await self.app(scope, receive, send)
             return
-        content_type = _content_type(scope)
+        content_type = Headers(scope=scope).get("content-type")
         untyped_write = content_type is None and scope["method"] in WRITES
         if not (untyped_write or _is_json(content_type)):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
+        body = await Request(scope, receive).body()
         if body and untyped_write:
             raise UnsupportedMediaTypeProblem(
                 detail="The body has no Content-Type header; send the media type it is in."
             )
         if body:
             try:
-                check_json(bytes(body))
+                check_json(body)
             except BodyRejected as rejected:
                 raise BadRequestProblem(detail=rejected.detail) from None
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-
-def _routed(scope: Scope) -> bool:
-    return bool(scope.get("extensions", {}).get("connexion_routing", {}).get("operation_id"))
-
-
-def _content_type(scope: Scope) -> bytes | None:
-    return dict(scope["headers"]).get(b"content-type")
+        await self.app(scope, _replay(body, receive), send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -188,8 +225,8 @@ def _has_lone_surrogate(document: Any) -> bool:
     return False
 
 
-def _is_json(content_type: bytes | None) -> bool:
+def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
-    media_type = content_type.split(b";", 1)[0].strip().lower()
-    return media_type == b"application/json" or media_type.endswith(b"+json")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")

@@ -8,7 +8,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from handlers.problems import PROBLEM_JSON, problem_json
+from problems import ProblemResponse
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
@@ -20,9 +20,4 @@ class ProblemCORSMiddleware(CORSMiddleware):
         headers = {
             k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")
         }
-        return Response(
-            problem_json(response.status_code, detail),
-            status_code=response.status_code,
-            headers=headers,
-            media_type=PROBLEM_JSON,
-        )
+        return ProblemResponse(response.status_code, detail, headers=headers)

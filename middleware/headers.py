@@ -8,10 +8,12 @@
 """
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contract import allowed_methods
 
 
 def path_pattern(template: str) -> re.Pattern[str]:
@@ -22,16 +24,12 @@ def path_pattern(template: str) -> re.Pattern[str]:
     )
 
 
-NOSNIFF = (b"x-content-type-options", b"nosniff")
-NO_STORE = (b"cache-control", b"no-store")
-
-
 class ResponseHeadersMiddleware:
-    def __init__(self, app: ASGIApp, spec: dict[str, Any], private_prefix: str = "/v1/") -> None:
+    def __init__(self, app: ASGIApp, spec: dict[str, Any], private_prefix: str = "/v1") -> None:
         self.app = app
         self.private_prefix = private_prefix
         self.allowed = [
-            (path_pattern(path), _allow_header(item)) for path, item in spec["paths"].items()
+            (path_pattern(path), ", ".join(allowed_methods(spec, path))) for path in spec["paths"]
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,35 +37,22 @@ class ResponseHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
-        private = scope["path"].startswith(self.private_prefix)
+        path = scope["path"]
+        private = path == self.private_prefix or path.startswith(f"{self.private_prefix}/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers.append(NOSNIFF)
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Content-Type-Options", "nosniff")
                 if private:
-                    headers.append(NO_STORE)
-                if message["status"] == 405:
-                    headers = self._with_allow(headers, scope["path"])
-                message["headers"] = headers
+                    headers.append("Cache-Control", "no-store")
+                allow = self._allow(scope["path"]) if message["status"] == 405 else None
+                if allow:
+                    headers["Allow"] = allow
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _with_allow(
-        self, headers: list[tuple[bytes, bytes]], path: str
-    ) -> list[tuple[bytes, bytes]]:
-        allow = self._allow(path)
-        if not allow:
-            return headers
-        return [*((k, v) for k, v in headers if k.lower() != b"allow"), (b"allow", allow.encode())]
-
     def _allow(self, path: str) -> str | None:
         return next((allow for pattern, allow in self.allowed if pattern.match(path)), None)
-
-
-def _allow_header(path_item: Iterable[str]) -> str:
-    methods = [m.upper() for m in path_item if m in ("get", "put", "post", "patch", "delete")]
-    if "GET" in methods:
-        methods.append("HEAD")
-    return ", ".join(methods)

@@ -1,11 +1,11 @@
 """Keeping users: engine, tables, queries and migrations. Never sees HTTP."""
 
-from storage.engine import DEFAULT_DATABASE_URL, DatabaseURLError, make_engine
-from storage.migrate import SchemaOutOfDate, check_current, upgrade
+from storage.engine import DatabaseURLError, make_engine
+from storage.migrate import MIGRATION_LOCK, SchemaOutOfDate, check_current, migrate, upgrade
 from storage.users import StoreUnavailable, User, UserNotFound, UserStore, VersionMismatch
 
 __all__ = [
-    "DEFAULT_DATABASE_URL",
+    "MIGRATION_LOCK",
     "DatabaseURLError",
     "SchemaOutOfDate",
     "StoreUnavailable",
@@ -15,5 +15,6 @@ __all__ = [
     "VersionMismatch",
     "check_current",
     "make_engine",
+    "migrate",
     "upgrade",
 ]

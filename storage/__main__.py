@@ -3,7 +3,7 @@
 import sys
 
 from settings import Settings
-from storage import make_engine, upgrade
+from storage import migrate
 
 
 def main(argv: list[str]) -> int:
@@ -11,9 +11,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m storage upgrade", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url, wait=settings.db_timeout)
-    upgrade(engine)
-    engine.dispose()
+    migrate(settings.database_url, wait=settings.db_timeout, pooler=settings.db_pooler)
     return 0
 
 

@@ -11,8 +11,6 @@ from sqlalchemy.exc import ArgumentError
 
 from storage.pool import FairQueuePool
 
-DEFAULT_DATABASE_URL = "sqlite:///data/users.sqlite3"
-
 
 class DatabaseURLError(ValueError):
     """DATABASE_URL names no database this service can use."""
@@ -36,13 +34,31 @@ def normalise_url(url: str) -> str:
     )
 
 
+# What sits between the service and PostgreSQL: nothing (or a session pooler), or a
+# transaction pooler such as PgBouncer's pool_mode=transaction.
+POOLERS = ("none", "transaction")
+
+
 def make_engine(
-    url: str, *, pool_size: int = 5, max_overflow: int = 5, wait: float = 5.0
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    wait: float = 5.0,
+    pooler: str = "none",
 ) -> Engine:
-    """An engine whose callers wait at most `wait` seconds for a pooled connection or for
-    a lock another writer holds; then the driver raises (see storage.users.unavailable)."""
+    """An engine whose callers wait at most `wait` seconds for a pooled connection, for
+    a lock another writer holds or for a statement; then the driver raises (see
+    storage.users.unavailable). UserStore also bounds each whole transaction by `wait`.
+
+    pooler="transaction": each transaction may run on another server connection, so
+    nothing may live in the session: no prepared statements, and lock_timeout is set in
+    every transaction (SET LOCAL) instead of once per connection."""
+    if pooler not in POOLERS:
+        raise ValueError(f"DB_POOLER must be one of {', '.join(POOLERS)}, got {pooler!r}")
     url = normalise_url(url)
     sqlite = url.startswith("sqlite")
+    transaction_pooler = pooler == "transaction" and not sqlite
     engine = create_engine(
         url,
         hide_parameters=True,  # errors are logged: their messages must not carry user data
@@ -50,29 +66,64 @@ def make_engine(
         max_overflow=max_overflow,
         poolclass=FairQueuePool,
         pool_timeout=wait,
-        **({} if sqlite else _postgresql_options(wait, make_url(url).query)),
+        **({} if sqlite else _postgresql_options(wait, make_url(url).query, transaction_pooler)),
     )
     if sqlite:
         _prepare_sqlite(engine, wait)
+    if transaction_pooler:
+        _lock_timeout_per_transaction(engine, wait)
     return engine
 
 
-def _postgresql_options(wait: float, in_url: Mapping[str, Any]) -> dict[str, Any]:
-    connect_args = {
+def _postgresql_options(
+    wait: float, in_url: Mapping[str, Any], transaction_pooler: bool
+) -> dict[str, Any]:
+    connect_args: dict[str, Any] = {
         # A server that does not answer fails the connection (libpq counts seconds).
         "connect_timeout": max(1, math.ceil(wait)),
-        # A row another transaction keeps locked fails the statement after `wait`,
-        # instead of holding a request and a pooled connection for as long as it lasts.
-        # (Behind a transaction-mode pooler that drops `options`, set lock_timeout on
-        # the role instead: ALTER ROLE ... SET lock_timeout.)
-        "options": f"-c lock_timeout={_milliseconds(wait)}",
     }
+    if transaction_pooler:
+        # psycopg prepares a query on its fifth run, on the server connection it had
+        # then; the pooler may send the next run to another ("prepared statement
+        # _pg3_0 does not exist"). Off: every query is sent with its text.
+        connect_args["prepare_threshold"] = None
+    else:
+        # A row another transaction keeps locked fails the statement after `wait`,
+        # instead of holding a request and a pooled connection for as long as it lasts;
+        # so does a statement the server works on longer. (A transaction pooler refuses
+        # `options` or drops it: see below.)
+        connect_args["options"] = (
+            f"-c lock_timeout={_milliseconds(wait)} -c statement_timeout={_milliseconds(wait)}"
+        )
+    # A server whose host vanished (no ACK, no RST): the kernel gives up on sent data
+    # after `wait` and on an idle pooled connection after a few probes. A server that is
+    # up but does not answer (frozen, overloaded) is UserStore's deadline's job.
+    connect_args.update(
+        tcp_user_timeout=_milliseconds(wait),
+        keepalives=1,
+        keepalives_idle=max(1, math.ceil(wait)),
+        keepalives_interval=1,
+        keepalives_count=3,
+    )
     return {
         "pool_pre_ping": True,  # survive a database restart without a burst of 500s
         "pool_recycle": 1800,
         # What DATABASE_URL says itself (?options=..., ?connect_timeout=...) wins.
         "connect_args": {k: v for k, v in connect_args.items() if k not in in_url},
     }
+
+
+def _lock_timeout_per_transaction(engine: Engine, wait: float) -> None:
+    """lock_timeout for each transaction, where a transaction pooler cannot lose it.
+
+    SET LOCAL lasts until COMMIT or ROLLBACK, so it never leaks into another client's
+    transaction on the same server connection. One more round trip per transaction.
+    """
+    statement = f"SET LOCAL lock_timeout = {_milliseconds(wait)}"
+
+    @event.listens_for(engine, "begin")
+    def _bounded(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql(statement)
 
 
 def _milliseconds(seconds: float) -> int:

@@ -2,17 +2,22 @@
 
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import psycopg
+from gevent import Timeout
+from gevent.monkey import is_module_patched
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Delete,
     Engine,
     Row,
+    Update,
     bindparam,
     func,
     insert,
@@ -71,10 +76,19 @@ _INSERT = insert(users).returning(*users.c)
 class UserStore:
     """Users in one database. Reads, too, run in begin() and so end in COMMIT, not the
     ROLLBACK of a plain connect(): psycopg drops its prepared statements on ROLLBACK,
-    so repeated reads would never run prepared on PostgreSQL."""
+    so repeated reads would never run prepared on PostgreSQL.
+
+    Each call ends within the pool's timeout (DB_TIMEOUT), whatever the database does:
+    a PostgreSQL server that stops answering (frozen, its host paused) still has its
+    kernel acknowledge every packet, so neither TCP timeouts nor statement_timeout
+    fire, and a request waited for as long as it stayed frozen. Under gevent a Timeout
+    ends the call; SQLAlchemy takes it (a BaseException) as an exit and invalidates the
+    connection it was using instead of returning it to the pool mid-query.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.deadline = float(engine.pool.timeout()) if hasattr(engine.pool, "timeout") else 0.0
 
     def count(self) -> int:
         with self._transaction() as conn:
@@ -113,40 +127,57 @@ class UserStore:
         `excluded`; bump version and updated_at."""
         if not changes:
             return self._checked(user_id, versions, excluded)
-        stmt = (
-            update(users)
-            .where(users.c.id == user_id, *_version_is(versions, excluded))
-            .values(**changes, version=users.c.version + 1, updated_at=_now())
-            .returning(*users.c)
-        )
+        stmt = _update(frozenset(changes), versions is not None, bool(excluded))
+        values = {f"new_{name}": value for name, value in changes.items()}
+        values |= _version_values(user_id, versions, excluded)
         with self._transaction() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, {**values, "now": _now()}).first()
             if row is None:
                 raise self._missing_or_mismatch(conn, user_id)
         return _user(row)
 
     def delete(self, user_id: int, *, versions: Versions, excluded: Collection[int] = ()) -> None:
-        stmt = sql_delete(users).where(users.c.id == user_id, *_version_is(versions, excluded))
+        stmt = _delete(versions is not None, bool(excluded))
         with self._transaction() as conn:
-            if conn.execute(stmt).rowcount == 0:
+            if conn.execute(stmt, _version_values(user_id, versions, excluded)).rowcount == 0:
                 raise self._missing_or_mismatch(conn, user_id)
+
+    def _in_time(self) -> AbstractContextManager[object]:
+        # Only gevent can interrupt a call that waits; without it (a plain process: tests,
+        # migrations) the driver's own timeouts are all there is.
+        if self.deadline and is_module_patched("socket"):
+            timeout: AbstractContextManager[object] = Timeout(self.deadline)
+            return timeout
+        return nullcontext()
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        deadline = self._in_time()
         try:
-            with self.engine.begin() as conn:
+            with deadline, self.engine.begin() as conn:
                 yield conn
+        except Timeout as timeout:
+            if timeout is not deadline:
+                raise
+            raise self._too_late() from None
         except PoolTimeout as exc:
             raise StoreUnavailable("no database connection became free in time") from exc
         except DBAPIError as exc:
+            if _interrupted_by(exc, deadline):
+                # The driver, cleaning up after the deadline, failed on the connection
+                # left mid-query (the pool's ping restores autocommit in a `finally`).
+                raise self._too_late() from None
             if not unavailable(exc):
                 raise
             first_line = (str(exc.orig).strip().splitlines() or [""])[0]
             raise StoreUnavailable(f"{type(exc.orig).__name__}: {first_line}") from exc
 
+    def _too_late(self) -> StoreUnavailable:
+        return StoreUnavailable(f"no answer from the database in {self.deadline:g} s")
+
     def ping(self) -> None:
-        """Raise if the database cannot answer a trivial query."""
-        with self.engine.connect() as conn:
+        """Raise if the database cannot answer a trivial query (in time)."""
+        with self._transaction() as conn:
             conn.execute(select(1))
 
     def _checked(self, user_id: int, versions: Versions, excluded: Collection[int]) -> User:
@@ -188,13 +219,55 @@ def unavailable(error: DBAPIError) -> bool:
     return False
 
 
-def _version_is(versions: Versions, excluded: Collection[int]) -> list[ColumnElement[bool]]:
+def _interrupted_by(error: BaseException, deadline: object) -> bool:
+    """Whether `deadline` (a Timeout) is among the exceptions that led to `error`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if cause is deadline:
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+# Conditional writes, one statement per shape (which fields, which version conditions),
+# built once: building and hashing a new statement per call was half a PUT's work.
+# Expanding parameters take each call's versions.
+@lru_cache(maxsize=32)
+def _update(fields: frozenset[str], versioned: bool, excluding: bool) -> Update:
+    new_values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in sorted(fields)}
+    return (
+        update(users)
+        .where(users.c.id == bindparam("user_id"), *_version_is(versioned, excluding))
+        .values(**new_values, version=users.c.version + 1, updated_at=bindparam("now"))
+        .returning(*users.c)
+    )
+
+
+@lru_cache(maxsize=4)
+def _delete(versioned: bool, excluding: bool) -> Delete:
+    return sql_delete(users).where(
+        users.c.id == bindparam("user_id"), *_version_is(versioned, excluding)
+    )
+
+
+def _version_is(versioned: bool, excluding: bool) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    if versions is not None:
-        conditions.append(users.c.version.in_(versions))
-    if excluded:
-        conditions.append(users.c.version.not_in(excluded))
+    if versioned:
+        conditions.append(users.c.version.in_(bindparam("versions", expanding=True)))
+    if excluding:
+        conditions.append(users.c.version.not_in(bindparam("excluded", expanding=True)))
     return conditions
+
+
+def _version_values(user_id: int, versions: Versions, excluded: Collection[int]) -> dict[str, Any]:
+    values: dict[str, Any] = {"user_id": user_id}
+    if versions is not None:
+        values["versions"] = list(versions)
+    if excluded:
+        values["excluded"] = list(excluded)
+    return values
 
 
 def _now() -> datetime:
@@ -206,12 +279,8 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _user(row: Row[Any]) -> User:
-    return User(
-        id=row.id,
-        name=row.name,
-        age=row.age,
-        version=row.version,
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
-    )
+def _user(row: Row[tuple[int, str, int, int, datetime, datetime]]) -> User:
+    # Every query selects the table's columns in its order, which is User's field order
+    # (tests/test_storage.py holds them together); unpacking is cheaper than names.
+    id_, name, age, version, created_at, updated_at = row  # type: ignore[misc]
+    return User(id_, name, age, version, _utc(created_at), _utc(updated_at))

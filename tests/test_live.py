@@ -16,9 +16,15 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from tests.conftest import migrated
-from tests.keys import API_KEYS
-from tests.live import ROOT, LiveServer, free_port, start_gunicorn
+from tests.helpers import (
+    API_KEYS,
+    ROOT,
+    LiveServer,
+    assert_problem,
+    free_port,
+    migrated,
+    start_gunicorn,
+)
 
 pytestmark = pytest.mark.live
 
@@ -27,6 +33,15 @@ def many_clients(server, count):
     return server.client(
         timeout=60, limits=httpx.Limits(max_connections=count, max_keepalive_connections=count)
     )
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    """gunicorn with a single worker, whose memory and time the tests below measure."""
+    tmp_path = tmp_path_factory.mktemp("one-worker")
+    server = start_gunicorn(tmp_path, migrated(f"sqlite:///{tmp_path}/users.sqlite3"), workers=1)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -47,70 +62,68 @@ def table_lock(seeded_postgres):
     conn.close()
 
 
-@pytest.mark.parametrize(
-    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def test_100_concurrent_creates_through_several_workers_are_all_kept(request, tmp_path, database):
-    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "postgres_url")
-    server = start_gunicorn(tmp_path, url, workers=3)
-    try:
-        with many_clients(server, 100) as http, ThreadPoolExecutor(100) as pool:
-            responses = list(
-                pool.map(
-                    lambda i: http.post("/v1/users", json={"name": f"user {i}", "age": i % 140}),
-                    range(100),
-                )
+def create_100_at_once(server):
+    with many_clients(server, 100) as http, ThreadPoolExecutor(100) as pool:
+        responses = list(
+            pool.map(
+                lambda i: http.post("/v1/users", json={"name": f"user {i}", "age": i % 140}),
+                range(100),
             )
-            assert [r.status_code for r in responses] == [201] * 100
-            ids = {r.json()["id"] for r in responses}
-            assert len(ids) == 100
-            listed = http.get("/v1/users", params={"limit": 100}).json()
-            assert listed["count"] == 100
-            assert {user["id"] for user in listed["items"]} == ids
+        )
+        assert [r.status_code for r in responses] == [201] * 100
+        ids = {r.json()["id"] for r in responses}
+        assert len(ids) == 100
+        listed = http.get("/v1/users", params={"limit": 100}).json()
+        assert listed["count"] == 100
+        assert {user["id"] for user in listed["items"]} == ids
+
+
+def test_100_concurrent_creates_through_several_workers_are_all_kept(live_server, live_client):
+    create_100_at_once(live_server)
+
+
+@pytest.mark.postgres
+def test_100_concurrent_creates_on_postgresql_are_all_kept(tmp_path, postgres_url):
+    server = start_gunicorn(tmp_path, postgres_url, workers=3)
+    try:
+        create_100_at_once(server)
     finally:
         assert server.stop() == 0
 
 
-def test_metrics_add_up_across_workers(tmp_path, sqlite_url):
-    server = start_gunicorn(tmp_path, migrated(sqlite_url), workers=2)
-    try:
-        # Which worker accepts a connection is the kernel's choice; one may take a whole
-        # batch. Send batches on fresh connections until both have answered some.
-        sent = 0
-        deadline = time.monotonic() + 30
-        while len(served_by(server, "/v1/users")) < 2:
-            assert time.monotonic() < deadline, f"one worker answered all {sent} requests"
-            with many_clients(server, 20) as http, ThreadPoolExecutor(20) as pool:
-                list(pool.map(lambda _: http.get("/v1/users"), range(20)))
-            sent += 20
-        with server.client() as http:
-            text = http.get("/metrics").text
-        samples = [
-            line
-            for line in text.splitlines()
-            if line.startswith(
-                'http_requests_total{method="GET",operation="user_page",status="200"}'
-            )
-        ]
-        assert len(samples) == 1, text
-        # Both workers answered some, so the total really is a sum across processes.
-        assert float(samples[0].split()[-1]) == sent
-    finally:
-        server.stop()
-
-
-def test_run_prints_only_json_lines(tmp_path, sqlite_url):
-    server = start_gunicorn(tmp_path, sqlite_url, workers=2)
+def requests_counted(server, operation):
     with server.client() as http:
-        ui = http.get("/v1/ui/swagger-ui-bundle.js")  # served through the event-loop path
-        assert ui.status_code == 200 and len(ui.content) > 100_000
-        response = http.get("/v1/nowhere", headers={"X-Request-ID": "grep-me-123"})
-        assert response.headers["x-request-id"] == "grep-me-123"
-        http.post(
-            "/v1/users", json={"name": "Ada", "age": 36}, headers={"X-Request-ID": "grep-me-456"}
-        )
-    assert server.stop() == 0
-    lines = [json.loads(line) for line in server.log().splitlines()]  # every line parses
+        text = http.get("/metrics").text
+    prefix = f'http_requests_total{{method="GET",operation="{operation}",status="200"}}'
+    samples = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(samples) <= 1, text
+    return float(samples[0].split()[-1]) if samples else 0.0
+
+
+def test_metrics_add_up_across_workers(live_server, live_client):
+    before = requests_counted(live_server, "user_page")
+    log_lines = len(live_server.log().splitlines())
+    # Which worker accepts a connection is the kernel's choice; one may take a whole
+    # batch. Send batches on fresh connections until both have answered some.
+    sent = 0
+    deadline = time.monotonic() + 30
+    while len(served_by(live_server, "/v1/users", since=log_lines)) < 2:
+        assert time.monotonic() < deadline, f"one worker answered all {sent} requests"
+        with many_clients(live_server, 20) as http, ThreadPoolExecutor(20) as pool:
+            assert set(pool.map(lambda _: http.get("/v1/users").status_code, range(20))) == {200}
+        sent += 20
+    # Both workers answered some, so the total really is a sum across processes.
+    assert requests_counted(live_server, "user_page") - before == sent
+
+
+def test_run_prints_only_json_lines(live_server, live_client):
+    http = live_client
+    ui = http.get("/v1/ui/swagger-ui-bundle.js")  # served through the event-loop path
+    assert ui.status_code == 200 and len(ui.content) > 100_000
+    response = http.get("/v1/nowhere", headers={"X-Request-ID": "grep-me-123"})
+    assert response.headers["x-request-id"] == "grep-me-123"
+    http.post("/v1/users", json={"name": "Ada", "age": 36}, headers={"X-Request-ID": "grep-me-456"})
+    lines = [json.loads(line) for line in live_server.log().splitlines()]  # every line parses
     assert any("gevent" in line["event"] for line in lines if line["logger"] == "gunicorn.error")
     mine = [line for line in lines if line.get("request_id") == "grep-me-456"]
     assert {line["event"] for line in mine} == {"user created", "request"}
@@ -123,7 +136,10 @@ def test_one_worker_serves_200_requests_waiting_on_the_database_at_once(
 ):
     """psycopg 3 cooperates with gevent: queries blocked in PostgreSQL block no other request."""
     url, user_id, _engine = seeded_postgres
-    server = start_gunicorn(tmp_path, url, workers=1, DB_POOL_SIZE="50", DB_MAX_OVERFLOW="0")
+    # DB_TIMEOUT long enough that the lock, not a timeout, decides when they finish.
+    server = start_gunicorn(
+        tmp_path, url, workers=1, DB_POOL_SIZE="50", DB_MAX_OVERFLOW="0", DB_TIMEOUT="120"
+    )
     try:
         with many_clients(server, 200) as http, ThreadPoolExecutor(200) as pool:
             waiting = [pool.submit(http.get, f"/v1/users/{user_id}") for _ in range(200)]
@@ -144,7 +160,9 @@ def test_one_worker_serves_200_requests_waiting_on_the_database_at_once(
 @pytest.mark.postgres
 def test_sigterm_finishes_every_request_in_flight(tmp_path, seeded_postgres, table_lock):
     url, user_id, _engine = seeded_postgres
-    server = start_gunicorn(tmp_path, url, workers=2, DB_POOL_SIZE="20", DB_MAX_OVERFLOW="0")
+    server = start_gunicorn(
+        tmp_path, url, workers=2, DB_POOL_SIZE="20", DB_MAX_OVERFLOW="0", DB_TIMEOUT="120"
+    )
     with many_clients(server, 120) as http, ThreadPoolExecutor(120) as pool:
         in_flight = [pool.submit(http.get, f"/v1/users/{user_id}") for _ in range(120)]
         time.sleep(1.5)
@@ -165,11 +183,12 @@ def worker_pids(master_pid):
     return {int(pid) for pid in children}
 
 
-def served_by(server, path=None):
-    """The pids of the workers whose access lines are in the log (for `path`, if given)."""
+def served_by(server, path=None, since=0):
+    """The pids of the workers whose access lines are in the log (for `path`, if given),
+    from its line `since` on."""
     return {
         line["pid"]
-        for line in map(json.loads, server.log().splitlines())
+        for line in map(json.loads, server.log().splitlines()[since:])
         if line.get("logger") == "users_api.access" and path in (None, line["path"])
     }
 
@@ -287,25 +306,21 @@ def rss_kib(pid, field="VmRSS"):
     raise AssertionError(f"no {field}")
 
 
-def test_memory_stays_flat_under_a_stream_of_10_mb_bodies(tmp_path, sqlite_url):
-    server = start_gunicorn(tmp_path, sqlite_url, workers=1)
-    try:
-        (worker,) = worker_pids(server.process.pid)
-        ten_mb = b"x" * (10 * 1024 * 1024)
-        headers = {"Content-Type": "application/json"}
-        with server.client() as http:
-            http.post("/v1/users", content=ten_mb, headers=headers)  # warm-up
-            before = rss_kib(worker)
-            for _ in range(10):
-                declared = http.post("/v1/users", content=ten_mb, headers=headers)
-                chunked = http.post(
-                    "/v1/users", content=iter([ten_mb[: 1 << 20]] * 10), headers=headers
-                )
-                assert declared.status_code == chunked.status_code == 413
-        growth_mib = (rss_kib(worker) - before) / 1024
-        assert growth_mib < 16, f"worker grew {growth_mib:.1f} MiB over 200 MB of bodies"
-    finally:
-        server.stop()
+def test_memory_stays_flat_under_a_stream_of_10_mb_bodies(one_worker):
+    (worker,) = worker_pids(one_worker.process.pid)
+    ten_mb = b"x" * (10 * 1024 * 1024)
+    headers = {"Content-Type": "application/json"}
+    with one_worker.client() as http:
+        http.post("/v1/users", content=ten_mb, headers=headers)  # warm-up
+        before = rss_kib(worker)
+        for _ in range(10):
+            declared = http.post("/v1/users", content=ten_mb, headers=headers)
+            chunked = http.post(
+                "/v1/users", content=iter([ten_mb[: 1 << 20]] * 10), headers=headers
+            )
+            assert declared.status_code == chunked.status_code == 413
+    growth_mib = (rss_kib(worker) - before) / 1024
+    assert growth_mib < 16, f"worker grew {growth_mib:.1f} MiB over 200 MB of bodies"
 
 
 @pytest.mark.parametrize(
@@ -329,30 +344,60 @@ def test_undecodable_targets_get_a_problem_not_an_html_500(live_server, target):
     assert json.loads(body)["status"] == status
 
 
-def test_a_large_body_on_a_get_is_refused_before_it_is_buffered(tmp_path, sqlite_url):
+def test_a_large_body_on_a_get_is_refused_before_it_is_buffered(one_worker):
     """The body limit holds for every method: a GET's body is read too, by the bridge."""
-    server = start_gunicorn(tmp_path, migrated(sqlite_url), workers=1)
-    try:
-        (worker,) = worker_pids(server.process.pid)
-        with server.client() as http:
-            user = http.post("/v1/users", json={"name": "Ada", "age": 36}).json()
-            before = rss_kib(worker, "VmHWM")
-            fifty_mb = b"x" * (50 * 1024 * 1024)
-            response = http.request("GET", f"/v1/users/{user['id']}", content=fifty_mb)
-            assert response.status_code == 413
-            assert response.headers["content-type"] == "application/problem+json"
-            # A small body on a GET means nothing and is ignored, as before.
-            assert http.request("GET", f"/v1/users/{user['id']}", content=b"{}").status_code == 200
-        growth_mib = (rss_kib(worker, "VmHWM") - before) / 1024
-        assert growth_mib < 16, f"worker's peak grew {growth_mib:.1f} MiB for a 50 MB GET body"
-    finally:
-        server.stop()
+    (worker,) = worker_pids(one_worker.process.pid)
+    with one_worker.client() as http:
+        user = http.post("/v1/users", json={"name": "Ada", "age": 36}).json()
+        before = rss_kib(worker, "VmHWM")
+        fifty_mb = b"x" * (50 * 1024 * 1024)
+        response = http.request("GET", f"/v1/users/{user['id']}", content=fifty_mb)
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        # A small body on a GET means nothing and is ignored, as before.
+        assert http.request("GET", f"/v1/users/{user['id']}", content=b"{}").status_code == 200
+    growth_mib = (rss_kib(worker, "VmHWM") - before) / 1024
+    assert growth_mib < 16, f"worker's peak grew {growth_mib:.1f} MiB for a 50 MB GET body"
 
 
-def test_slow_clients_cannot_hold_the_worker(tmp_path, sqlite_url):
+def test_a_user_lifecycle_over_http(live_client):
+    """What gunicorn and the bridge add to the in-process tests: real framing of every
+    kind of answer (201, 304 and 204 without a body, HEAD, problems, 405 with Allow)."""
+    http = live_client
+    created = http.post("/v1/users", json={"name": "张三", "age": 30})
+    assert created.status_code == 201
+    assert created.headers["etag"] == '"1"'
+    location = created.headers["location"]
+    assert http.get(location).json() == created.json()
+    not_modified = http.get(location, headers={"If-None-Match": '"1"'})
+    assert (not_modified.status_code, not_modified.content) == (304, b"")
+    head = http.head(location)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["etag"] == '"1"'
+    replaced = http.put(location, json={"name": "Ada", "age": 36}, headers={"If-Match": '"1"'})
+    assert (replaced.status_code, replaced.json()["name"]) == (200, "Ada")
+    stale = http.patch(
+        location,
+        content=b'{"age": 37}',
+        headers={"If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert_problem(stale, 412)
+    refused = http.post(location, json={})
+    assert_problem(refused, 405)
+    assert refused.headers["allow"] == "GET, PUT, PATCH, DELETE, HEAD"
+    http.post("/v1/users", json={"name": "Eve", "age": 5})
+    page = http.get("/v1/users", params={"limit": 1})
+    assert page.json()["count"] == 2
+    assert page.headers["link"] == f'</v1/users?limit=1&after={created.json()["id"]}>; rel="next"'
+    deleted = http.delete(location, headers={"If-Match": '"2"'})
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    gone = http.get(location)
+    assert assert_problem(gone, 404)["request_id"] == gone.headers["x-request-id"]
+
+
+def test_slow_clients_cannot_hold_the_worker(one_worker):
     """50 clients that trickle a request line never finish it; others are still served."""
-    server = start_gunicorn(tmp_path, sqlite_url, workers=1)
-    port = int(server.base_url.rsplit(":", 1)[1])
+    port = int(one_worker.base_url.rsplit(":", 1)[1])
     slow = []
     try:
         for _ in range(50):
@@ -360,11 +405,10 @@ def test_slow_clients_cannot_hold_the_worker(tmp_path, sqlite_url):
             sock.sendall(b"GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             slow.append(sock)
         started = time.monotonic()
-        with server.client() as http:
+        with one_worker.client() as http:
             for _ in range(20):
                 assert http.get("/v1/users").status_code == 200
         assert time.monotonic() - started < 5
     finally:
         for sock in slow:
             sock.close()
-        server.stop()

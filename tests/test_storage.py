@@ -1,24 +1,32 @@
 """UserStore on each real database: SQLite and PostgreSQL run the same tests."""
 
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 import storage
 from storage import UserNotFound, UserStore, VersionMismatch
 from storage.pool import FairQueuePool, Gate
-from tests.conftest import migrated
+from tests.helpers import migrated
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def store(database_url):
+    # Conditional writes are built once per process and shape; each test builds its
+    # own, so none passes on statements an earlier test built.
+    storage.users._update.cache_clear()
+    storage.users._delete.cache_clear()
     engine = storage.make_engine(migrated(database_url), pool_size=20)
     yield UserStore(engine)
     engine.dispose()
@@ -30,6 +38,15 @@ def test_create_then_get_round_trips_every_field(store):
     assert created.version == 1
     assert created.created_at.tzinfo is not None
     assert created.created_at == created.updated_at
+
+
+def test_a_user_has_the_table_columns_in_their_order():
+    # storage.users builds a User from each row by position.
+    from dataclasses import fields
+
+    from storage.tables import users
+
+    assert [column.name for column in users.c] == [field.name for field in fields(storage.User)]
 
 
 def test_get_unknown_id_raises(store):
@@ -64,6 +81,30 @@ def test_an_excluded_current_version_blocks_update_and_delete(store):
     assert store.update(user.id, {"age": 37}, versions={1}, excluded={7}).version == 2
 
 
+def test_no_version_allowed_changes_nothing(store):
+    # If-None-Match: * on a write: the set of versions it may change is empty.
+    user = store.create(name="Ada", age=36)
+    with pytest.raises(VersionMismatch):
+        store.update(user.id, {"age": 37}, versions=set())
+    with pytest.raises(VersionMismatch):
+        store.delete(user.id, versions=set())
+    assert store.get(user.id) == user
+
+
+def test_writes_of_every_shape_change_what_they_name(store):
+    # One statement per shape (fields, version conditions), each call its own values.
+    ada, eve = store.create(name="Ada", age=36), store.create(name="Eve", age=20)
+    assert store.update(ada.id, {"age": 37}, versions={1, 5}).age == 37
+    assert store.update(eve.id, {"age": 21}, versions=None).age == 21
+    renamed = store.update(ada.id, {"name": "Ada L."}, versions={2}, excluded={9})
+    assert (renamed.name, renamed.age, renamed.version) == ("Ada L.", 37, 3)
+    assert store.get(eve.id).name == "Eve"
+    store.delete(eve.id, versions={2}, excluded={1})
+    with pytest.raises(UserNotFound):
+        store.get(eve.id)
+    assert store.get(ada.id) == renamed
+
+
 def test_update_and_delete_of_unknown_id_raise_not_found(store):
     with pytest.raises(UserNotFound):
         store.update(12345, {"age": 1}, versions={1})
@@ -86,6 +127,15 @@ def test_pages_are_keyset_ordered_and_report_more(store):
     assert [u.id for u in first] == ids[:2] and total == 5 and more
     last, _total, more = store.page(after=ids[3], limit=2)
     assert [u.id for u in last] == ids[4:] and not more
+    exact, _total, more = store.page(after=ids[2], limit=2)  # the rest fits exactly
+    assert [u.id for u in exact] == ids[3:] and not more
+
+
+def test_a_write_changes_that_user_only(store):
+    ada, eve = store.create(name="Ada", age=36), store.create(name="Eve", age=30)
+    store.update(ada.id, {"age": 37}, versions={1})
+    store.delete(ada.id, versions=None)
+    assert store.get(eve.id) == eve and store.count() == 1
 
 
 def test_a_failed_write_leaves_no_partial_row(store):
@@ -136,8 +186,114 @@ def test_concurrent_conditional_updates_let_exactly_one_win(store):
 
 def test_migrations_are_idempotent(database_url):
     engine = storage.make_engine(migrated(database_url))
-    storage.upgrade(engine)
+    store = UserStore(engine)
+    ada = store.create(name="Ada", age=36)
+    before = _schema(engine)
+    storage.upgrade(engine)  # again: nothing to do, nothing lost
+    storage.migrate(database_url)
     storage.check_current(engine)
+    assert _schema(engine) == before
+    assert _revision(engine) == _head() is not None
+    assert store.get(ada.id) == ada and store.count() == 1
+    engine.dispose()
+
+
+def _schema(engine):
+    inspector = sa.inspect(engine)
+    return {
+        table: [(column["name"], str(column["type"])) for column in inspector.get_columns(table)]
+        for table in inspector.get_table_names()
+    }
+
+
+def _revision(engine):
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _head():
+    return ScriptDirectory(str(Path(storage.__file__).with_name("migrations"))).get_current_head()
+
+
+def _hold_the_migration_lock(url):  # type: ignore[no-untyped-def]
+    """Another replica migrating: a connection holding the advisory lock until closed."""
+    holder = psycopg.connect(
+        sa.engine.make_url(url).set(drivername="postgresql").render_as_string(False)
+    )
+    holder.execute("SELECT pg_advisory_lock(%s)", (storage.MIGRATION_LOCK,))
+    return holder
+
+
+@pytest.mark.postgres
+def test_a_migration_waits_for_another_replicas_past_the_requests_timeouts(postgres_url):
+    # Requests give up on a lock or a statement after DB_TIMEOUT (0.2 s here); a starting
+    # replica waits for the one migrating as long as `lock_wait`, then migrates.
+    engine = storage.make_engine(postgres_url, wait=0.2)
+    holder = _hold_the_migration_lock(postgres_url)
+    threading.Timer(0.8, holder.close).start()
+    started = time.monotonic()
+    storage.upgrade(engine, lock_wait=10)
+    assert time.monotonic() - started >= 0.7
+    assert _revision(engine) == _head()
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_migration_gives_up_after_waiting_lock_wait(postgres_url):
+    engine = storage.make_engine(postgres_url, wait=5)
+    holder = _hold_the_migration_lock(postgres_url)
+    started = time.monotonic()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            storage.upgrade(engine, lock_wait=0.3)
+    finally:
+        holder.close()
+    assert 0.3 <= time.monotonic() - started < 3
+    assert _revision(engine) is None  # nothing half done
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_migration_lock_puts_the_lock_timeout_back_and_lifts_the_statement_timeout(
+    postgres_url,
+):
+    # The migration's own DDL still gives up on a busy table after DB_TIMEOUT, but may
+    # run longer than a request's statement_timeout; both only inside its transaction.
+    from storage.migrate import _lock_for_migration
+
+    engine = storage.make_engine(postgres_url, wait=0.25)
+
+    def settings(conn):  # type: ignore[no-untyped-def]
+        names = ("lock_timeout", "statement_timeout")
+        return [conn.execute(sa.text(f"SHOW {name}")).scalar_one() for name in names]
+
+    with engine.begin() as conn:
+        assert settings(conn) == ["250ms", "250ms"]
+        _lock_for_migration(conn, 30)
+        assert settings(conn) == ["250ms", "0"]
+        held = conn.execute(
+            sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        ).scalar_one()
+        assert held == 1
+    with engine.connect() as conn:
+        assert settings(conn) == ["250ms", "250ms"]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_behind_a_transaction_pooler_each_transaction_sets_its_lock_timeout(postgres_url):
+    # No connection `options` there (PgBouncer refuses them): SET LOCAL in each
+    # transaction instead, which the migration lock puts back after its own wait.
+    from storage.migrate import _lock_for_migration
+
+    engine = storage.make_engine(postgres_url, wait=0.25, pooler="transaction")
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar_one() == "0"
+        _lock_for_migration(conn, 30)
+        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
+    with engine.connect() as conn:  # a fresh transaction sets it again
+        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
     engine.dispose()
 
 
@@ -240,8 +396,60 @@ def test_postgresql_errors_that_mean_not_now(state, transient):
 def test_sqlite_lock_is_not_now_and_a_missing_table_is_a_fault():
     import sqlite3
 
-    assert storage.users.unavailable(_dbapi_error(sqlite3.OperationalError("database is locked")))
+    for message in ("database is locked", "database is busy"):
+        assert storage.users.unavailable(_dbapi_error(sqlite3.OperationalError(message)))
     assert not storage.users.unavailable(_dbapi_error(sqlite3.OperationalError("no such table")))
+
+
+def test_a_connection_the_driver_invalidated_is_not_now_whatever_the_error():
+    import sqlite3
+
+    error = sa.exc.OperationalError(
+        "statement", {}, sqlite3.OperationalError("disk I/O error"), connection_invalidated=True
+    )
+    assert storage.users.unavailable(error)
+
+
+@pytest.mark.parametrize(("wait", "seconds", "ms"), [(0.3, 1, 300), (2.5, 3, 2500)])
+def test_postgresql_waits_as_long_as_the_pool_and_the_url_wins(wait, seconds, ms):
+    options = storage.engine._postgresql_options(wait, {}, False)
+    assert options["pool_pre_ping"] is True  # a restarted server costs no burst of 500s
+    assert options["pool_recycle"] == 1800
+    direct = options["connect_args"]
+    assert direct == {
+        "connect_timeout": seconds,
+        "options": f"-c lock_timeout={ms} -c statement_timeout={ms}",
+        # a vanished host: sent data given up after the wait, an idle connection after
+        # `seconds` of silence and three probes a second apart
+        "tcp_user_timeout": ms,
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+    }
+    pooled = storage.engine._postgresql_options(wait, {}, True)["connect_args"]
+    assert "options" not in pooled and pooled["prepare_threshold"] is None
+    in_url = {"options": "-c lock_timeout=0", "connect_timeout": "9"}
+    told = storage.engine._postgresql_options(wait, in_url, False)["connect_args"]
+    assert not in_url.keys() & told.keys()
+    assert told["tcp_user_timeout"] == ms
+
+
+def test_a_deadline_is_found_anywhere_in_an_errors_chain():
+    # The driver's cleanup after a gevent deadline fails with an error of its own; the
+    # deadline is somewhere in what led to it, by __cause__ or by __context__.
+    from storage.users import _interrupted_by
+
+    deadline = TimeoutError("the deadline")
+    driver, middle = OSError("driver"), KeyError("middle")
+    driver.__cause__, middle.__context__ = middle, deadline
+    assert _interrupted_by(driver, deadline)
+    assert _interrupted_by(deadline, deadline)
+    assert not _interrupted_by(OSError("alone"), deadline)
+    looped = OSError("looped")
+    looped.__context__ = KeyError("back")
+    looped.__context__.__context__ = looped  # a cycle ends the search, unfound
+    assert not _interrupted_by(looped, deadline)
 
 
 def test_an_unreachable_postgresql_is_unavailable_within_the_wait(tmp_path):
@@ -297,6 +505,23 @@ class TestGate:
             gate.leave()
             threads[len(expected) - 1].join(5)
             assert entered == expected
+
+    def test_a_place_handed_over_as_the_wait_times_out_is_kept(self, monkeypatch):
+        gate = Gate(1)
+        assert gate.enter(0)
+
+        class LateTurn(threading.Event):
+            def wait(self, timeout=None):
+                gate.leave()  # the holder leaves just as the wait gives up
+                return False
+
+        monkeypatch.setattr(storage.pool.threading, "Event", LateTurn)
+        assert gate.enter(0.01)  # the place was handed over: it is this caller's
+        monkeypatch.undo()
+        assert not gate._waiting
+        assert not gate.enter(0)  # and it is held, not lost or freed twice
+        gate.leave()
+        assert gate.enter(0)
 
     def test_a_waiter_that_gives_up_leaves_the_line(self):
         gate = Gate(1)
@@ -369,3 +594,147 @@ def test_a_connection_collected_while_the_gate_is_busy_does_not_deadlock():
     threading.Thread(target=collect_inside, daemon=True).start()
     assert done.wait(5), "leave() deadlocked inside the gate's own lock"
     assert gate.enter(0)
+
+
+def test_an_empty_change_still_checks_the_user_and_its_version(store):
+    user = store.create(name="Ada", age=36)
+    assert store.update(user.id, {}, versions={1}) == user
+    with pytest.raises(VersionMismatch):
+        store.update(user.id, {}, versions={7})
+    with pytest.raises(UserNotFound):
+        store.update(user.id + 1, {}, versions=None)
+
+
+def test_why_the_database_cannot_serve_is_said_in_one_line(impatient_store):
+    with impatient_store.engine.connect(), pytest.raises(storage.StoreUnavailable) as waited:
+        impatient_store.get(1)
+    assert str(waited.value) == "no database connection became free in time"
+    user = impatient_store.create(name="Ada", age=36)
+    other = storage.make_engine(impatient_store.engine.url.render_as_string(hide_password=False))
+    with other.connect() as holder:
+        holder.execute(sa.text("UPDATE users SET age = 40 WHERE id = :id"), {"id": user.id})
+        with pytest.raises(storage.StoreUnavailable) as locked:
+            impatient_store.update(user.id, {"age": 37}, versions=None)
+        holder.rollback()
+    other.dispose()
+    expected = {
+        "sqlite": {"OperationalError: database is locked"},
+        # lock_timeout and statement_timeout are both the wait: either may fire first.
+        "postgresql": {
+            "LockNotAvailable: canceling statement due to lock timeout",
+            "QueryCanceled: canceling statement due to statement timeout",
+        },
+    }[impatient_store.engine.dialect.name]
+    assert str(locked.value) in expected
+
+
+def test_errors_never_carry_the_parameters_sent(store):
+    with pytest.raises(sa.exc.IntegrityError) as refused:
+        store.create(name=None, age=31337)  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert "[SQL parameters hidden due to hide_parameters=True]" in message
+    assert "[parameters:" not in message
+
+
+def test_a_connection_that_failed_at_start_up_is_not_now_and_other_errors_are_faults():
+    refused = psycopg.OperationalError("connection failed: Connection refused")
+    assert refused.sqlstate is None
+    assert storage.users.unavailable(_dbapi_error(refused))
+    assert not storage.users.unavailable(_dbapi_error(psycopg.DatabaseError("no state")))
+    assert not storage.users.unavailable(_dbapi_error(ValueError("not a database error")))
+
+
+@pytest.mark.parametrize(("wait", "busy_ms"), [(0.3, 300), (2.5, 2500), (0, 1)])
+def test_sqlite_runs_in_wal_and_waits_for_a_writer_as_long_as_asked(tmp_path, wait, busy_ms):
+    # The parent directories are made: a fresh data directory needs no set-up.
+    engine = storage.make_engine(f"sqlite:///{tmp_path}/new/dir/users.sqlite3", wait=wait)
+    with engine.connect() as conn:
+        pragmas = [
+            conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "busy_timeout", "synchronous")
+        ]
+    engine.dispose()
+    assert pragmas == ["wal", busy_ms, 1]  # synchronous=NORMAL is 1
+
+
+class TestFairQueuePool:
+    def test_the_gate_is_as_wide_as_the_pool_and_its_overflow(self):
+        pool = self.pool(pool_size=1, max_overflow=1, timeout=0.05)
+        held = [pool.connect(), pool.connect()]
+        with pytest.raises(
+            sa.exc.TimeoutError, match=r"no connection of 1 \+ 1 came free within 0\.05 s"
+        ):
+            pool.connect()
+        for connection in held:
+            connection.close()
+        pool.connect().close()
+
+    def test_an_unlimited_overflow_never_waits(self):
+        pool = self.pool(pool_size=1, max_overflow=-1, timeout=0.05)
+        held = [pool.connect() for _ in range(5)]  # a gate that waited would time out
+        assert pool.checkedout() == 5
+        for connection in held:
+            connection.close()
+
+    def test_a_failed_connect_gives_its_place_back(self):
+        attempts = []
+
+        def creator():
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise sqlite3.OperationalError("the server is starting up")
+            return sqlite3.connect(":memory:", check_same_thread=False)
+
+        pool = FairQueuePool(creator, pool_size=1, max_overflow=0, timeout=0.05)
+        with pytest.raises(sqlite3.OperationalError):
+            pool.connect()
+        pool.connect().close()  # the only place is free again: no timeout
+
+    @staticmethod
+    def pool(**kwargs):
+        return FairQueuePool(lambda: sqlite3.connect(":memory:", check_same_thread=False), **kwargs)
+
+
+def test_times_from_the_database_are_utc_and_keep_their_instant():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    naive = datetime(2026, 1, 1, 12, 0)  # SQLite keeps no zone: it is UTC
+    assert storage.users._utc(naive) == naive.replace(tzinfo=UTC)
+    aware = datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))  # a server's zone
+    assert storage.users._utc(aware) == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_timestamps_are_utc_whatever_the_servers_zone(store, monkeypatch):
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        before = datetime.now(UTC)
+        user = store.create(name="Ada", age=36)
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert before <= user.created_at <= after
+    assert store.get(user.id).created_at == user.created_at
+
+
+def test_a_transaction_past_its_deadline_is_unavailable_naming_the_deadline(
+    sqlite_url, monkeypatch
+):
+    # Under gevent (the service's workers) each transaction is bounded by DB_TIMEOUT as a
+    # whole; here a transaction that yields for longer than that stands for a stalled one.
+    import gevent
+
+    import storage.users
+
+    monkeypatch.setattr(storage.users, "is_module_patched", lambda name: name == "socket")
+    engine = storage.make_engine(migrated(sqlite_url), wait=0.2)
+    sa.event.listen(engine, "begin", lambda conn: gevent.sleep(2))
+    started = time.monotonic()
+    with pytest.raises(storage.StoreUnavailable, match=r"^no answer from the database in 0.2 s$"):
+        UserStore(engine).get(1)
+    assert time.monotonic() - started < 1.5
+    engine.dispose()

@@ -17,8 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.keys import WRITE_KEY
-from tests.live import ROOT, LiveServer
+from tests.helpers import ROOT, WRITE_KEY, LiveServer
 
 pytestmark = pytest.mark.live
 

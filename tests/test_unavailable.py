@@ -1,13 +1,13 @@
 """A database that cannot serve now: 503 with Retry-After, a problem, and nothing changed."""
 
+import json
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
 import storage
-from tests.conftest import migrated
-from tests.test_users_api import assert_problem
+from tests.helpers import assert_problem, free_port, migrated
 
 
 @pytest.fixture
@@ -46,3 +46,24 @@ def test_no_free_connection_in_time_is_503(app, client, user):
         response = client.get(f"/v1/users/{user['id']}")
     assert_problem(response, 503)
     assert response.headers["retry-after"] == "1"
+
+
+def test_readiness_is_503_while_the_database_is_unreachable(app, anonymous, capsys):
+    store = app.app.extensions["user_store"]
+    reachable = store.engine
+    # A PostgreSQL port nobody listens on: the connection is refused at once.
+    store.engine = storage.make_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        capsys.readouterr()
+        ready = anonymous.get("/readyz")
+        alive = anonymous.get("/healthz")
+        out = capsys.readouterr().out
+    finally:
+        store.engine.dispose()
+        store.engine = reachable
+    assert assert_problem(ready, 503)["detail"] == "The database is not reachable."
+    assert ready.headers["retry-after"] == "1"
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})  # it asks no database
+    warnings = [json.loads(line) for line in out.splitlines() if "database not ready" in line]
+    assert [(w["level"], w["error"]) for w in warnings] == [("warning", "StoreUnavailable")]
+    assert anonymous.get("/readyz").json() == {"status": "ok"}

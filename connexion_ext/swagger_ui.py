@@ -3,16 +3,17 @@
 connexion 3.3 copies every request's scope and runs it through the Swagger UI router
 before the API sees it (5% of a GET by id, measured in process), although only the UI
 and the spec are ever found there. This one checks the path first; what the router
-serves, and how, stays connexion's. Put in place of connexion's in app.py.
+serves, and how, stays connexion's. Put in place of connexion's by connexion_ext.
 """
 
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
-from starlette._utils import get_route_path  # what starlette's routers match on
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from connexion_ext.internals import get_route_path  # what starlette's routers match on
 
 
 class SwaggerUIOnItsPaths(SwaggerUIMiddleware):  # type: ignore[misc]

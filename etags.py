@@ -13,6 +13,10 @@ _VERSION = re.compile(r"[1-9][0-9]{0,18}\Z")
 _MAX_VERSION = 2**63 - 1
 
 
+class IfMatchRequired(Exception):
+    """A write came without If-Match where the service requires one (RFC 6585: 428)."""
+
+
 def etag(user: User) -> str:
     return f'"{user.version}"'
 
@@ -62,13 +66,16 @@ def if_match_holds(header: str | None, user: User) -> bool:
 
 
 def write_preconditions(
-    if_match: str | None, if_none_match: str | None
+    if_match: str | None, if_none_match: str | None, *, require_if_match: bool = False
 ) -> tuple[Collection[int] | None, Collection[int]]:
     """The versions a write may change (None: any) and those it must not (RFC 9110, 13.2).
 
     `*` in If-None-Match means "only if it does not exist", which no write of an
-    existing user can satisfy: no version may be changed.
+    existing user can satisfy: no version may be changed. With `require_if_match`, a
+    write without If-Match raises IfMatchRequired (REQUIRE_IF_MATCH).
     """
+    if require_if_match and if_match is None:
+        raise IfMatchRequired
     versions = if_match_versions(if_match)
     if if_none_match is None:
         return versions, ()

@@ -1,25 +1,32 @@
-"""API keys with roles, checked by connexion's security layer (x-apikeyInfoFunc).
+"""API keys with roles: parsing API_KEYS, checking a presented key, making new keys.
 
 Keys are configured as `name:role:sha256hex`: the service only ever holds SHA-256
 digests, compares them in constant time, and logs the key's name, never the key.
+`api_key_info` is the spec's x-apikeyInfoFunc, which connexion's security layer calls.
+
+    python -m apikeys new NAME ROLE     # print a new key and its API_KEYS entry
+    python -m apikeys dev               # the checkout's development key (make run)
 """
 
 import hashlib
 import hmac
+import inspect
+import os
 import secrets
-from collections.abc import Callable
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from pathlib import Path
 from typing import Any
 
 import structlog
 from connexion.exceptions import Forbidden
-from connexion.security import ApiKeySecurityHandler
 
 log = structlog.get_logger(__name__)
 
 # What each role may do: `write` includes everything `read` may.
 ROLE_GRANTS = {"read": frozenset({"read"}), "write": frozenset({"read", "write"})}
+DEV_KEY_FILE = Path(".dev-api-key")
 
 
 class KeyConfigError(ValueError):
@@ -50,8 +57,12 @@ class ApiKey:
 
 
 class Keyring:
-    def __init__(self, keys: tuple[ApiKey, ...]) -> None:
-        self.keys = keys
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self.keys = tuple(keys)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str]) -> "Keyring":
+        return cls(ApiKey.parse(entry) for entry in entries)
 
     def find(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
@@ -61,15 +72,20 @@ class Keyring:
                 found = key
         return found
 
+    def allows(self, presented: str | None, role: str) -> bool:
+        """For endpoints outside the contract (/metrics): does this key carry the role?"""
+        api_key = self.find(presented) if presented else None
+        return api_key is not None and role in ROLE_GRANTS[api_key.role]
+
 
 # One keyring per process: connexion calls the security function with the key only, and
 # a process serves one app. create_app installs it.
 _keyring = Keyring(())
 
 
-def install(keys: tuple[ApiKey, ...]) -> None:
+def install(keyring: Keyring) -> None:
     global _keyring
-    _keyring = Keyring(keys)
+    _keyring = keyring
 
 
 def api_key_info(key: str, required_scopes: list[str] | None = None) -> dict[str, Any] | None:
@@ -89,19 +105,10 @@ def api_key_info(key: str, required_scopes: list[str] | None = None) -> dict[str
     return {"sub": api_key.name, "scope": sorted(granted)}
 
 
-class ApiKeyHandler(ApiKeySecurityHandler):  # type: ignore[misc]
-    """connexion's API-key check, without inspecting api_key_info's signature per request."""
-
-    @staticmethod
-    @cache
-    def _accepts_kwarg(func: Callable[..., Any], keyword: str) -> bool:
-        return bool(ApiKeySecurityHandler._accepts_kwarg(func, keyword))
-
-
-def allows(presented: str | None, role: str) -> bool:
-    """For endpoints outside the contract (/metrics): does this key carry the role?"""
-    api_key = _keyring.find(presented) if presented else None
-    return api_key is not None and role in ROLE_GRANTS[api_key.role]
+# connexion asks this function for its signature on every request (does it take
+# required_scopes? request?); inspect.signature returns __signature__ when there is one,
+# so it is worked out once, here (a tenth of a GET's instructions otherwise).
+api_key_info.__signature__ = inspect.signature(api_key_info)  # type: ignore[attr-defined]
 
 
 def new_key(name: str, role: str) -> tuple[str, str]:
@@ -112,3 +119,55 @@ def new_key(name: str, role: str) -> tuple[str, str]:
         raise KeyConfigError("a key name must be non-empty, without ':' or ','")
     key = secrets.token_urlsafe(32)
     return key, f"{name}:{role}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _print_new(name: str, role: str) -> int:
+    key, entry = new_key(name, role)
+    print(f"key:      {key}")
+    print(f"API_KEYS: {entry}")
+    print("Give the key to its user; put only the API_KEYS entry in the service's config.")
+    return 0
+
+
+def _dev_entry() -> int:
+    """Print the API_KEYS entry of this checkout's dev key, creating it on first use.
+
+    stdout carries only the entry (make run reads it); the key goes to stderr, once.
+    """
+    if DEV_KEY_FILE.exists():
+        key, entry = DEV_KEY_FILE.read_text(encoding="utf-8").split("\n")[:2]
+        print(
+            f"users-api: API_KEYS not set; using the development key in {DEV_KEY_FILE}",
+            file=sys.stderr,
+        )
+    else:
+        key, entry = new_key("dev", "write")
+        DEV_KEY_FILE.touch(mode=0o600)
+        DEV_KEY_FILE.write_text(f"{key}\n{entry}\n", encoding="utf-8")
+        banner = "=" * 72
+        print(
+            f"{banner}\nWARNING: API_KEYS is not set. Created a DEVELOPMENT key (role write),"
+            f" kept in {DEV_KEY_FILE} for later runs of this checkout:\n\n    X-API-Key: {key}\n\n"
+            f"Never use it in production: create real keys with `make key`.\n{banner}",
+            file=sys.stderr,
+        )
+    print(entry)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[:1] == ["new"] and len(argv) == 3:
+            return _print_new(argv[1], argv[2])
+        if argv == ["dev"]:
+            return _dev_entry()
+    except KeyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    os.umask(0o077)
+    sys.exit(main(sys.argv[1:]))

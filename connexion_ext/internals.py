@@ -1,0 +1,91 @@
+"""Every name this service takes from connexion, a2wsgi and starlette that they do not
+document for use from outside. Nothing else in the project imports such a name.
+
+Checked against the versions in CHECKED; `check_versions()` (run at import, so at every
+start) refuses others with one clear line, and tests/test_connexion_ext.py has a test for
+each name below that fails if an upgrade changes what we rely on.
+
+| name                                   | used by            | why                           |
+|----------------------------------------|--------------------|-------------------------------|
+| FlaskApp._middleware_app               | connexion_ext      | Flask called inline, not in a |
+|   .asgi_app, .add_api                  |   .customise       | 10-thread pool (correctness)  |
+| FlaskApi, FlaskOperation (.fn: the     | .operations        | each view worked out once     |
+|   view), Flask framework, SyncResponse-|                    |   from the spec, not per      |
+|   Decorator (connexion's response      |                    |   request (speed: a fifth of  |
+|   rules), sanitized, pythonic (argu-   |                    |   a GET); the same names and  |
+|   ment names), TYPE_MAP, is_json_mime- |                    |   response rules as connexion |
+|   type (connexion.utils)               |                    |                               |
+| ParameterValidator(parameters, uri_-   | .validators        | every problem, with its place,|
+|   parser, strict_validation, security_-|                    |   read from the scope         |
+|   query_params), .validate(scope)      |                    |                               |
+| JSONRequestBodyValidator.wrap_receive, | .validators        | every problem, with its       |
+|   ._schema, ._required, ._nullable     |                    |   pointer; missing vs null    |
+| PATH_PARAMETER_CONVERTERS (starlette   | .routing           | /v1/users/abc: 401, then 400  |
+|   names for spec types), RoutingMiddle-|                    |   naming user_id (not a 404)  |
+|   ware (registers them in __init__)    |                    |                               |
+| ROUTING_CONTEXT (scope extension)      | operation_id()     | which operation was routed    |
+| SwaggerUIMiddleware.router             | .swagger_ui        | API requests skip the UI      |
+| starlette._utils.get_route_path        | .swagger_ui        | match paths as starlette does |
+| a2wsgi build_scope (and the scope's    | .bridge            | WSGI <-> ASGI in one greenlet;|
+|   "wsgi_environ" it keeps), build_en-  |                    |   Flask gets gunicorn's own   |
+|   viron, StatusStringMapping, wsgi_ty- |                    |   environ back                |
+|   ping                                 |                    |                               |
+"""
+
+from importlib.metadata import version
+
+from a2wsgi.asgi import StatusStringMapping, build_scope
+from a2wsgi.wsgi import build_environ
+from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
+from connexion.apps.flask import FlaskApi, FlaskOperation
+from connexion.decorators.parameter import pythonic, sanitized
+from connexion.decorators.response import SyncResponseDecorator
+from connexion.frameworks.flask import Flask as FlaskFramework
+from connexion.frameworks.starlette import (
+    PATH_PARAMETER_CONVERTERS as STARLETTE_PATH_CONVERTERS,
+)
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.utils import TYPE_MAP, is_json_mimetype
+from starlette._utils import get_route_path
+
+CHECKED = {"connexion": "3.3.0", "a2wsgi": "1.10.10", "starlette": "1.10.0"}
+
+
+class UncheckedVersion(RuntimeError):
+    """An installed package is not the version connexion_ext was checked against."""
+
+
+def check_versions() -> None:
+    for package, checked in CHECKED.items():
+        installed = version(package)
+        if installed != checked:
+            raise UncheckedVersion(
+                f"{package} {installed} is installed, but connexion_ext relies on internals"
+                f" checked against {package} {checked}: run tests/test_connexion_ext.py, then"
+                " update connexion_ext/internals.py (see its table)"
+            )
+
+
+check_versions()
+
+__all__ = [
+    "CHECKED",
+    "ROUTING_CONTEXT",
+    "STARLETTE_PATH_CONVERTERS",
+    "TYPE_MAP",
+    "Environ",
+    "FlaskApi",
+    "FlaskFramework",
+    "FlaskOperation",
+    "StartResponse",
+    "StatusStringMapping",
+    "SyncResponseDecorator",
+    "WSGIApp",
+    "build_environ",
+    "build_scope",
+    "check_versions",
+    "get_route_path",
+    "is_json_mimetype",
+    "pythonic",
+    "sanitized",
+]

@@ -1,0 +1,37 @@
+"""The contract, openapi.yaml: parsed once, and the facts other parts read from it."""
+
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPEC_FILE = Path(__file__).with_name("openapi.yaml")
+# Where the service publishes its contract and the Swagger UI that browses it.
+SPEC_URL = "/v1/openapi.json"
+UI_PATH = "/v1/ui"
+# The keys of a Path Item that name operations (OpenAPI 3.0).
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@cache
+def load_spec() -> dict[str, Any]:
+    """The contract, parsed once per process. Callers must not change it."""
+    spec: dict[str, Any] = yaml.load(SPEC_FILE.read_bytes(), Loader=yaml.CSafeLoader)
+    return spec
+
+
+def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) for every operation, in the spec's order."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def allowed_methods(spec: dict[str, Any], path: str) -> list[str]:
+    """What a 405 on `path` lists in Allow: its operations, HEAD last (wherever GET is)."""
+    methods = [method.upper() for method in spec["paths"][path] if method in METHODS]
+    head = ["HEAD"] if "GET" in methods or "HEAD" in methods else []
+    return [method for method in methods if method != "HEAD"] + head

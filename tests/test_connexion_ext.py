@@ -1,0 +1,688 @@
+"""connexion_ext: each customisation does what it claims, and each internal it relies on
+is still there (one test per row of connexion_ext/internals.py's table)."""
+
+import asyncio
+import io
+import json
+from collections import Counter
+
+import pytest
+
+import connexion_ext
+from connexion_ext import internals
+from contract import METHODS
+from tests.helpers import WRITE_KEY, call_wsgi, wsgi_environ
+
+
+def test_the_checked_versions_are_installed() -> None:
+    internals.check_versions()
+
+
+def test_another_version_refuses_to_start_with_one_clear_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(internals, "version", lambda package: "99.0")
+    with pytest.raises(internals.UncheckedVersion, match=r"connexion 99\.0 is installed.*3\.3\.0"):
+        internals.check_versions()
+
+
+def test_flask_runs_inline_and_public_wsgi_middleware_still_wraps_it(settings) -> None:  # type: ignore[no-untyped-def]
+    # customise() replaces FlaskApp._middleware_app.asgi_app; connexion's documented
+    # add_wsgi_middleware wraps whatever sits in its `.app`.
+    from app import create_app
+
+    app = create_app(settings)
+    assert isinstance(app._middleware_app.asgi_app, connexion_ext.bridge.InlineFlask)
+
+    def tagging(wsgi_app):  # type: ignore[no-untyped-def]
+        def tagged(environ, start_response):  # type: ignore[no-untyped-def]
+            def start(status, headers, exc_info=None):  # type: ignore[no-untyped-def]
+                return start_response(status, [*headers, ("X-Wrapped", "yes")], exc_info)
+
+            return wsgi_app(environ, start)
+
+        return tagged
+
+    app.add_wsgi_middleware(tagging)
+    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
+        assert client.get("/v1/users").headers["x-wrapped"] == "yes"
+    app.app.extensions["user_store"].engine.dispose()
+
+
+def test_the_bridge_answers_wsgi_with_the_stack_status_and_body(app, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+    # a2wsgi's build_scope, build_environ and StatusStringMapping, in one greenlet.
+    body = json.dumps({"name": "Ada", "age": 36}).encode()
+    environ = wsgi_environ(
+        "/v1/users",
+        body,
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE="application/json",
+        CONTENT_LENGTH=str(len(body)),
+    )
+    status, _headers, answer = call_wsgi(to_wsgi(app), environ)
+    assert status == "201 Created"
+    assert json.loads(answer)["name"] == "Ada"
+
+
+def test_flask_gets_gunicorns_environ_with_the_body_read_whole(app, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+    # A chunked body (no CONTENT_LENGTH) is read whole on the way; Flask then gets
+    # gunicorn's environ as it was, its framing changed to the length it turned out.
+    seen = {}
+
+    @app.app.before_request
+    def look() -> None:
+        from flask import request
+
+        seen.update(request.environ)
+
+    body = b'{"name": "Ada", "age": 36}'
+    environ = wsgi_environ(
+        "/v1/users",
+        body,
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"gunicorn.socket": "the connection"},
+    )
+    status, _headers, answer = call_wsgi(to_wsgi(app), environ)
+    assert status == "201 Created", answer
+    assert json.loads(answer)["name"] == "Ada"
+    assert seen["gunicorn.socket"] == "the connection"
+    assert seen["CONTENT_LENGTH"] == str(len(body)) and "HTTP_TRANSFER_ENCODING" not in seen
+    assert seen["asgi.scope"]["wsgi_environ"] is environ
+
+
+def test_operation_id_names_the_routed_operation(client, capsys) -> None:  # type: ignore[no-untyped-def]
+    # ROUTING_CONTEXT, read by the access line and the body guard.
+    capsys.readouterr()
+    client.get("/v1/users/7")
+    client.get("/v1/nowhere")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    access = [line["operation_id"] for line in lines if line["event"] == "request"]
+    assert access == ["get_user", "unmatched"]
+
+
+def test_query_parameters_are_read_raw_from_the_request(client) -> None:  # type: ignore[no-untyped-def]
+    # The raw, repeated and unconverted values, read from the scope's query string.
+    repeated = client.get("/v1/users?limit=1&limit=2")
+    assert repeated.status_code == 400
+    assert "given 2 times" in repeated.json()["detail"]
+    underscored = client.get("/v1/users?limit=1_0")
+    assert underscored.status_code == 400
+    assert '"1_0"' in underscored.json()["detail"]
+
+
+def test_the_parameter_validator_collects_every_problem(client) -> None:  # type: ignore[no-untyped-def]
+    # ParameterValidator: connexion's validation middleware makes one per request with
+    # (parameters, uri_parser, strict_validation, security_query_params) and calls
+    # validate(scope).
+    errors = client.get("/v1/users?limit=0&after=-1&x=1").json()["errors"]
+    assert [(e["parameter"], e["in"]) for e in errors] == [
+        ("x", "query"),
+        ("limit", "query"),
+        ("after", "query"),
+    ]
+
+
+def test_the_body_validator_reads_the_body_and_knows_if_it_is_required(client) -> None:  # type: ignore[no-untyped-def]
+    # JSONRequestBodyValidator.wrap_receive (awaited with receive and scope, returning
+    # both), ._schema, ._required and ._nullable.
+    from connexion.validators import JSONRequestBodyValidator
+
+    validator = JSONRequestBodyValidator(
+        schema={"type": "object"},
+        required=True,
+        nullable=False,
+        encoding="utf-8",
+        strict_validation=True,
+    )
+    assert (validator._schema, validator._required, validator._nullable) == (
+        {"type": "object"},
+        True,
+        False,
+    )
+    missing = client.post("/v1/users", content=b"", headers={"Content-Type": "application/json"})
+    assert missing.json()["errors"] == [
+        {"pointer": "", "detail": "the request has no body; this operation needs one"}
+    ]
+    assert client.post("/v1/users", json={"name": "Ada", "age": 3}).status_code == 201
+
+
+def test_integer_path_parameters_are_routed_as_any_segment(app, client) -> None:  # type: ignore[no-untyped-def]
+    # PATH_PARAMETER_CONVERTERS names the starlette converter connexion routes integers
+    # with, and RoutingMiddleware registers its own in __init__: ours must win.
+    from starlette.convertors import CONVERTOR_TYPES
+
+    from connexion_ext.routing import AnySegment
+
+    assert internals.STARLETTE_PATH_CONVERTERS["integer"] == "int"
+    assert client.get("/v1/users/1").status_code == 404  # the middleware stack is built
+    assert isinstance(CONVERTOR_TYPES["int"], AnySegment)
+    assert client.get("/v1/users/abc").json()["errors"][0]["parameter"] == "user_id"
+
+
+def test_each_operation_validates_each_parameter_once(app, client) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 appends a path's shared parameters to the operation's own list, in
+    # place, each time one of its middlewares builds the operation: six copies of
+    # user_id, each validated (deep copy, new validator) on every request.
+    assert client.get("/v1/users/1").status_code == 404  # the middleware stack is built
+    spec = app.middleware.apis[0].specification  # the contract as connexion holds it
+    for path, item in spec["paths"].items():
+        for method in set(METHODS) & item.keys():
+            names = Counter((p["name"], p["in"]) for p in item[method].get("parameters", []))
+            repeated = [name for name, count in names.items() if count > 1]
+            assert not repeated, f"{method.upper()} {path} repeats {repeated}"
+
+
+def test_path_parameters_still_apply_to_every_operation_of_their_path(client) -> None:  # type: ignore[no-untyped-def]
+    for method in ("get", "put", "patch", "delete"):
+        response = client.request(method, "/v1/users/0", json={"name": "x", "age": 1})
+        assert response.status_code == 400, method
+        assert response.json()["errors"] == [
+            {"parameter": "user_id", "in": "path", "detail": "user_id must be at least 1, not 0"}
+        ], method
+
+
+def test_validators_are_built_once_per_schema_not_per_request(client) -> None:  # type: ignore[no-untyped-def]
+    from connexion_ext import validators
+
+    def exchange() -> None:
+        created = client.post("/v1/users", json={"name": "Ada", "age": 36})
+        assert client.get(created.headers["Location"]).status_code == 200
+
+    exchange()
+    built = dict(validators._validators)
+    for _ in range(3):
+        exchange()
+    assert validators._validators == built
+    assert built, "the request went through the cached validators"
+
+
+def test_no_connexion_decorator_is_built_per_request(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 rebuilds the parameter and response decorators of the operation
+    # (inspecting the handler's signature) on every request; the views here are worked
+    # out when the app is built.
+    from connexion.decorators.main import BaseDecorator
+
+    from connexion_ext import operations
+
+    built = []
+    monkeypatch.setattr(BaseDecorator, "decorate", lambda *args: built.append(args))
+    monkeypatch.setattr(operations.Arguments, "__init__", lambda *args: built.append(args))
+    for _ in range(3):
+        assert client.get("/v1/users?limit=1").status_code == 200
+        assert client.post("/v1/users", json={"name": "Ada", "age": 36}).status_code == 201
+    assert built == []
+
+
+def test_operations_without_a_body_never_parse_one(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 asks every request for its body and its form files, even a GET.
+    from flask import Request
+
+    read = []
+    get_json = Request.get_json
+    monkeypatch.setattr(
+        Request, "get_json", lambda self, **kw: read.append(1) or get_json(self, **kw)
+    )
+    monkeypatch.setattr(Request, "files", property(lambda self: read.append(2)))
+    monkeypatch.setattr(Request, "form", property(lambda self: read.append(3)))
+    created = client.post("/v1/users", json={"name": "Ada", "age": 36})
+    assert created.status_code == 201
+    assert read == [1], "an operation with a body reads it, as JSON, once"
+    read.clear()
+    assert client.get(created.headers["Location"]).status_code == 200
+    assert client.get("/v1/users?limit=1").status_code == 200
+    assert read == []
+
+
+def test_the_flask_side_builds_its_uri_parser_once(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 builds a URI parser per request twice: in its validation middleware
+    # (left alone) and in the Flask decorator (built once per view here).
+    from connexion.uri_parsing import AbstractURIParser
+
+    built = []
+    original = AbstractURIParser.__init__
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractURIParser, "__init__", counting)
+    assert client.get("/v1/users?limit=1").status_code == 200  # builds what is lazy
+    built.clear()
+    for _ in range(3):
+        assert client.get("/v1/users?limit=1").status_code == 200
+    assert len(built) == 3, "one parser per request, the validation middleware's"
+
+
+def test_only_swagger_ui_paths_go_through_its_router(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # connexion 3.3 copies every request's scope and runs it through Swagger UI's router
+    # before the API sees it; only the UI and the spec are ever found there.
+    from connexion.middleware import swagger_ui
+
+    class CountingScope:
+        def __init__(self, var):  # type: ignore[no-untyped-def]
+            self.var, self.sets = var, 0
+
+        def set(self, value):  # type: ignore[no-untyped-def]
+            self.sets += 1
+            return self.var.set(value)
+
+        def get(self):  # type: ignore[no-untyped-def]
+            return self.var.get()
+
+    routed = CountingScope(swagger_ui._original_scope)
+    monkeypatch.setattr(swagger_ui, "_original_scope", routed)
+    assert client.get("/v1/users?limit=1").status_code == 200
+    assert client.get("/v1/users/999").status_code == 404
+    assert client.get("/v1/nowhere").status_code == 404
+    assert routed.sets == 0
+    assert client.get("/v1/openapi.json").json()["info"]["title"] == "users-api"
+    assert "swagger-ui" in client.get("/v1/ui/").text
+    assert client.get("/v1/ui", follow_redirects=False).status_code in (301, 302, 307, 308)
+    assert routed.sets == 3
+
+
+def test_swagger_ui_is_found_under_a_root_path(app) -> None:  # type: ignore[no-untyped-def]
+    # Behind a proxy that mounts the service at /api (SCRIPT_NAME), routes match the path
+    # below the root path, for the UI as for the API.
+    with app.test_client(root_path="/api", headers={"X-API-Key": WRITE_KEY}) as mounted:
+        assert "swagger-ui" in mounted.get("/api/v1/ui/").text
+        assert mounted.get("/api/v1/openapi.json").json()["info"]["title"] == "users-api"
+        assert mounted.get("/api/v1/users?limit=1").status_code == 200
+
+
+class TestGreenletBridge:
+    def test_a_read_answers_with_the_stacks_status_headers_and_body(self, app, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+        status, headers, body = call_wsgi(to_wsgi(app), wsgi_environ("/v1/users"))
+        assert status == "200 OK"
+        assert headers["content-type"] == "application/json"
+        assert headers["cache-control"] == "no-store"
+        assert json.loads(body) == {"items": [], "count": 0, "limit": 20, "next": None}
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [("POST", "/v1/users"), ("PUT", "/v1/users/1"), ("PATCH", "/v1/users/1")],
+    )
+    def test_a_body_in_a_media_type_not_taken_is_a_415_without_an_event_loop(
+        self, app, to_wsgi, method, path
+    ) -> None:  # type: ignore[no-untyped-def]
+        # An error handler that is not a coroutine function makes connexion hop to a
+        # thread pool, which needs the event loop this bridge does not run.
+        body = b'{"name": "Ada", "age": 30}'
+        environ = wsgi_environ(
+            path,
+            body,
+            REQUEST_METHOD=method,
+            CONTENT_TYPE="text/plain",
+            CONTENT_LENGTH=str(len(body)),
+            HTTP_IF_MATCH='"1"',
+        )
+        status, headers, answer = call_wsgi(to_wsgi(app), environ)
+        assert status == "415 Unsupported Media Type"
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(answer)["detail"].endswith(', not "text/plain".')
+
+    def test_flask_reads_the_body_the_stack_validated_however_it_was_framed(
+        self, app, to_wsgi
+    ) -> None:  # type: ignore[no-untyped-def]
+        # What connexion validates is what the handler gets: a chunked body (no
+        # Content-Length) is read by both; bytes a request's framing does not announce
+        # (no Content-Length, not chunked, and the server does not say its input ends
+        # with the body: PEP 3333's wsgi.input_terminated) by neither.
+        body = b'{"name": "Ada", "age": 30}'
+        environ = wsgi_environ("/v1/users", body, REQUEST_METHOD="POST")
+        environ["CONTENT_TYPE"] = "application/json"
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        status, _, answer = call_wsgi(to_wsgi(app), environ)
+        assert status == "201 Created" and json.loads(answer)["name"] == "Ada"
+        environ = wsgi_environ("/v1/users", body, REQUEST_METHOD="POST")
+        environ["CONTENT_TYPE"] = "application/json"
+        status, _, answer = call_wsgi(to_wsgi(app), environ)
+        assert status == "400 Bad Request"
+        assert "has no body" in json.loads(answer)["errors"][0]["detail"]
+        environ = wsgi_environ("/v1/users", body, REQUEST_METHOD="POST")
+        environ["CONTENT_TYPE"] = "application/json"
+        environ["wsgi.input_terminated"] = True  # gunicorn's, for one
+        status, _, answer = call_wsgi(to_wsgi(app), environ)
+        assert status == "201 Created" and json.loads(answer)["age"] == 30
+
+    @pytest.mark.parametrize("key", [WRITE_KEY, ""], ids=["answered", "refused"])
+    def test_a_head_answer_carries_no_body(self, app, to_wsgi, key) -> None:  # type: ignore[no-untyped-def]
+        # connexion's own 401 has one; gunicorn dropped it and warned on every HEAD.
+        environ = wsgi_environ("/v1/users", REQUEST_METHOD="HEAD", HTTP_X_API_KEY=key)
+        status, headers, body = call_wsgi(to_wsgi(app), environ)
+        assert status == ("200 OK" if key else "401 Unauthorized")
+        assert body == b"" and int(headers["content-length"]) > 0
+
+    def test_a_path_that_is_not_utf8_is_an_ordinary_404(self, app, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+        # WSGI hands the percent-decoded path over as latin-1: /%ff is "\xff" there.
+        environ = wsgi_environ("/v1/nothing\xff", SCRIPT_NAME="/\xfe")
+        status, headers, body = call_wsgi(to_wsgi(app), environ)
+        assert status == "404 Not Found"
+        assert headers["content-type"] == "application/problem+json"
+        problem = json.loads(body)
+        assert problem["detail"].startswith("There is nothing at this path")
+        assert problem["request_id"] == headers["x-request-id"]
+
+    def test_a_bad_byte_becomes_one_replacement_character_in_the_logged_path(
+        self, app, capsys, to_wsgi
+    ) -> None:  # type: ignore[no-untyped-def]
+        # PEP 3333 lets a server leave out an empty SCRIPT_NAME.
+        environ = wsgi_environ("/v1/nothing\xff")
+        del environ["SCRIPT_NAME"]
+        capsys.readouterr()
+        status, headers, _ = call_wsgi(to_wsgi(app), environ)
+        assert status == "404 Not Found"
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        [access] = [line for line in lines if line.get("request_id") == headers["x-request-id"]]
+        assert access["path"] == "/v1/nothing\ufffd"
+
+    def test_only_swagger_ui_paths_run_on_an_event_loop(self, app, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+        wsgi = to_wsgi(app)
+        through_loop = []
+        with_loop = wsgi.with_loop
+
+        def recording(environ, start_response):  # type: ignore[no-untyped-def]
+            through_loop.append(environ["PATH_INFO"])
+            return with_loop(environ, start_response)
+
+        wsgi.with_loop = recording
+        assert call_wsgi(wsgi, wsgi_environ("/v1/users"))[0] == "200 OK"
+        assert through_loop == []
+        status, headers, _ = call_wsgi(wsgi, wsgi_environ("/v1/ui/swagger-ui.css"))
+        assert status == "200 OK" and headers["content-type"].startswith("text/css")
+        assert through_loop == ["/v1/ui/swagger-ui.css"]
+
+    def test_a_path_that_needs_an_event_loop_and_is_not_listed_fails_loudly(self, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+        async def waits(scope, receive, send):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0)  # hands control to an event loop; there is none
+
+        wsgi = to_wsgi(waits)
+        with pytest.raises(RuntimeError, match=r"^/slow awaited an event loop; add it to loop_"):
+            call_wsgi(wsgi, wsgi_environ("/slow"))
+
+    def test_an_app_that_never_answers_is_a_500(self, to_wsgi) -> None:  # type: ignore[no-untyped-def]
+        async def silent(scope, receive, send):  # type: ignore[no-untyped-def]
+            pass
+
+        wsgi = to_wsgi(silent)
+        assert call_wsgi(wsgi, wsgi_environ("/")) == ("500 Internal Server Error", {}, b"")
+
+
+class TestExchange:
+    """One request's receive/send channel over WSGI, driven message by message."""
+
+    def test_receive_reads_the_body_in_chunks_then_reports_a_disconnect(self) -> None:
+        exchange = connexion_ext.bridge._Exchange(
+            io.BytesIO(b"x" * (connexion_ext.bridge.CHUNK + 3))
+        )
+        received = [asyncio.run(exchange.receive()) for _ in range(4)]
+        assert received == [
+            {"type": "http.request", "body": b"x" * connexion_ext.bridge.CHUNK, "more_body": True},
+            {"type": "http.request", "body": b"xxx", "more_body": True},
+            {"type": "http.request", "body": b"", "more_body": False},
+            {"type": "http.disconnect"},
+        ]
+
+    def test_send_keeps_the_status_the_decoded_headers_and_each_non_empty_chunk(self) -> None:
+        exchange = connexion_ext.bridge._Exchange(io.BytesIO())
+        assert (exchange.status, exchange.headers, exchange.body) == (500, [], [])
+        messages = [
+            {"type": "http.response.start", "status": 201, "headers": [(b"x-name", b"Jos\xe9")]},
+            {"type": "http.response.body", "body": b"ab", "more_body": True},
+            {"type": "http.response.body", "body": b"", "more_body": True},
+            {"type": "http.response.body", "more_body": True},
+            {"type": "http.response.body", "body": b"cd"},
+        ]
+        for message in messages:
+            asyncio.run(exchange.send(message))
+        assert exchange.status_line() == "201 Created"
+        assert exchange.headers == [("x-name", "José")]
+        assert exchange.body == [b"ab", b"cd"]
+
+    def test_a_start_without_headers_has_none(self) -> None:
+        exchange = connexion_ext.bridge._Exchange(io.BytesIO())
+        asyncio.run(exchange.send({"type": "http.response.start", "status": 204}))
+        assert (exchange.status_line(), exchange.headers) == ("204 No Content", [])
+
+
+class TestInlineFlask:
+    def test_calls_the_wsgi_app_with_the_body_and_sends_lowercase_headers(self) -> None:
+        closed = []
+
+        class Answer(list):  # type: ignore[type-arg]
+            def close(self) -> None:
+                closed.append(True)
+
+        def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+            start_response("201 Created", [("X-Echo-Name", "Jos\xe9")])
+            return Answer([b"got ", environ["wsgi.input"].read()])
+
+        messages = [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.request", "body": b"cd", "more_body": False},
+        ]
+        sent: list[dict] = []  # type: ignore[type-arg]
+
+        async def receive():  # type: ignore[no-untyped-def]
+            return messages.pop(0)
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("test", 80),
+        }
+        asyncio.run(connexion_ext.bridge.InlineFlask(wsgi)(scope, receive, send))
+        assert sent == [
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [(b"x-echo-name", b"Jos\xe9")],
+            },
+            {"type": "http.response.body", "body": b"got abcd"},
+        ]
+        assert closed == [True]
+
+    def test_acknowledges_both_lifespan_phases(self) -> None:
+        sent = self.lifespan([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        assert sent == [
+            {"type": "lifespan.startup.complete"},
+            {"type": "lifespan.shutdown.complete"},
+        ]
+
+    def test_stops_at_a_lifespan_message_out_of_turn(self) -> None:
+        assert self.lifespan([{"type": "lifespan.shutdown"}]) == []
+        sent = self.lifespan([{"type": "lifespan.startup"}, {"type": "lifespan.startup"}])
+        assert sent == [{"type": "lifespan.startup.complete"}]
+
+    @staticmethod
+    def lifespan(messages):  # type: ignore[no-untyped-def]
+        sent = []
+
+        async def receive():  # type: ignore[no-untyped-def]
+            return messages.pop(0)
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            sent.append(message)
+
+        def never_called(environ, start_response):  # type: ignore[no-untyped-def]
+            raise AssertionError("lifespan reached Flask")
+
+        asyncio.run(
+            connexion_ext.bridge.InlineFlask(never_called)({"type": "lifespan"}, receive, send)
+        )
+        return sent
+
+
+def _operation(spec_operation, handler, method="get"):  # type: ignore[no-untyped-def]
+    """A connexion operation of a path with an integer id, handled by `handler`."""
+    from connexion.operations import OpenAPIOperation
+    from connexion.resolver import Resolver
+
+    return OpenAPIOperation(
+        method, "/things/{thing_id}", {"operationId": "thing", **spec_operation},
+        Resolver(lambda _operation_id: handler),
+    )  # fmt: skip
+
+
+ID = {"name": "thing_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def test_a_view_converts_query_parameters_by_type_and_fills_in_defaults() -> None:
+    import flask
+
+    from connexion_ext.internals import sanitized
+    from connexion_ext.operations import Arguments
+
+    def thing(thing_id, limit, flag=None, name=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    query = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 20}},
+        {"name": "flag", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "name", "in": "query", "schema": {"type": "string"}},
+        {"name": "unused", "in": "query", "schema": {"type": "integer", "default": 1}},
+    ]
+    arguments = Arguments(_operation({"parameters": [ID, *query]}, thing), thing, sanitized)
+    with flask.Flask(__name__).test_request_context("/things/7?flag=true&name=x&unused=3"):
+        assert arguments({"thing_id": 7}) == {"thing_id": 7, "limit": 20, "flag": True, "name": "x"}
+    with flask.Flask(__name__).test_request_context("/things/7?limit=5"):
+        assert arguments({"thing_id": 7}) == {"thing_id": 7, "limit": 5}
+
+
+def test_a_view_passes_the_json_body_or_the_schema_default() -> None:
+    import flask
+
+    from connexion_ext.internals import sanitized
+    from connexion_ext.operations import Arguments
+
+    def thing(thing_id, payload):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    body = {
+        "x-body-name": "payload",
+        "content": {"application/json": {"schema": {"type": "object", "default": {"a": [1]}}}},
+    }
+    operation = _operation({"parameters": [ID], "requestBody": body}, thing, method="post")
+    arguments = Arguments(operation, thing, sanitized)
+    with flask.Flask(__name__).test_request_context("/things/7", method="POST", json={"b": 2}):
+        assert arguments({"thing_id": 7}) == {"thing_id": 7, "payload": {"b": 2}}
+    with flask.Flask(__name__).test_request_context("/things/7", method="POST"):
+        first = arguments({"thing_id": 7})["payload"]
+        assert first == {"a": [1]}
+        first["a"].append(2)  # each request gets a copy of the default, never the spec's
+        assert arguments({"thing_id": 7})["payload"] == {"a": [1]}
+
+
+def test_a_view_hands_connexion_context_values_to_a_handler_that_takes_them() -> None:
+    import flask
+    from connexion.context import _context
+
+    from connexion_ext.internals import sanitized
+    from connexion_ext.operations import Arguments
+
+    def asks(thing_id, token_info, context_):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    def does_not(thing_id):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    token = _context.set({"user": "ada", "token_info": {"sub": "ada"}})
+    try:
+        with flask.Flask(__name__).test_request_context("/things/7"):
+            kwargs = Arguments(_operation({"parameters": [ID]}, asks), asks, sanitized)(
+                {"thing_id": 7}
+            )
+            assert kwargs["token_info"] == {"sub": "ada"} and "user" not in kwargs
+            assert kwargs["context_"]["user"] == "ada"
+            plain = Arguments(_operation({"parameters": [ID]}, does_not), does_not, sanitized)
+            assert plain({"thing_id": 7}) == {"thing_id": 7}
+    finally:
+        _context.reset(token)
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        {"name": "tags", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "maybe", "in": "query", "schema": {"type": "integer", "nullable": True}},
+        {"name": "on", "in": "path", "required": True, "schema": {"type": "boolean"}},
+    ],
+)
+def test_a_parameter_the_views_cannot_bind_stops_the_start(parameter) -> None:  # type: ignore[no-untyped-def]
+    from connexion_ext.internals import sanitized
+    from connexion_ext.operations import Arguments, UnsupportedOperation
+
+    def thing(thing_id, tags=None, maybe=None, on=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    with pytest.raises(UnsupportedOperation, match=parameter["name"]):
+        Arguments(_operation({"parameters": [ID, parameter]}, thing), thing, sanitized)
+
+
+def _validated(parameters, query=b"", path_params=None, headers=()):  # type: ignore[no-untyped-def]
+    """The 400's errors ContractParameterValidator raises for this request, or []."""
+    from connexion.exceptions import ProblemException
+
+    from connexion_ext.validators import ContractParameterValidator
+
+    scope = {"type": "http", "query_string": query, "path_params": path_params or {}}
+    scope["headers"] = list(headers)
+    validator = ContractParameterValidator(parameters, uri_parser=None, strict_validation=True)
+    try:
+        validator.validate(scope)
+    except ProblemException as problem:
+        return problem.ext["errors"]
+    return []
+
+
+def test_an_integer_within_plain_bounds_needs_no_schema_validator(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from connexion_ext import validators
+
+    asked = []
+    compiled = validators._compiled
+    monkeypatch.setattr(validators, "_compiled", lambda *a: asked.append(a) or compiled(*a))
+    plain = [
+        {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 9}}
+    ]
+    assert _validated(plain, b"n=1") == _validated(plain, b"n=9") == []
+    assert asked == []
+    assert _validated(plain, b"n=10") == [
+        {"parameter": "n", "in": "query", "detail": "n must be at most 9, not 10"}
+    ]
+    assert asked, "out of bounds, jsonschema words the problem"
+    asked.clear()
+    stepped = [{"name": "n", "in": "query", "schema": {"type": "integer", "multipleOf": 2}}]
+    assert _validated(stepped, b"n=3")[0]["detail"] == "n does not satisfy multipleOf: 2 (it is 3)"
+    assert asked, "any other keyword: jsonschema decides"
+
+
+def test_parameters_are_read_from_the_scope_in_each_place() -> None:
+    parameters = [
+        {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "user-id", "in": "path", "required": True, "schema": {"type": "integer"}},
+        {"name": "X-Tag", "in": "header", "required": True, "schema": {"type": "string"}},
+        {"name": "c", "in": "cookie", "required": True, "schema": {"type": "string"}},
+    ]
+    given = {"path_params": {"user_id": "7"}, "headers": [(b"x-tag", b"a"), (b"cookie", b"c=1")]}
+    assert _validated(parameters, b"q=x", **given) == []
+    missing = _validated(parameters, b"", path_params={})
+    assert [(e["parameter"], e["in"]) for e in missing] == [
+        ("q", "query"), ("user-id", "path"), ("X-Tag", "header"), ("c", "cookie"),
+    ]  # fmt: skip
+
+
+def test_a_header_of_another_type_than_string_is_checked_as_its_text() -> None:
+    # connexion converts query and path values by type, not header or cookie ones: it
+    # checks those as their text, and so does this validator.
+    flag = [{"name": "X-Flag", "in": "header", "schema": {"type": "boolean"}}]
+    [problem] = _validated(flag, b"", headers=[(b"x-flag", b"true")])
+    assert (problem["parameter"], problem["in"]) == ("X-Flag", "header")
