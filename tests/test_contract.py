@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.config import SchemathesisConfig
 
-from tests.keys import WRITE_KEY
-from tests.live import ROOT
+from contract import load_spec, operations
+from tests.helpers import ROOT, WRITE_KEY
 
 FUZZ = settings(
     max_examples=25,
@@ -72,3 +72,40 @@ def test_stateful_sequences_follow_the_links(api_schema):
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+def _walk(node, path=""):  # type: ignore[no-untyped-def]
+    """Every mapping in the spec, with where it is."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{path}/{index}")
+
+
+def test_every_status_the_service_sends_is_documented():
+    """What any request can meet, by where it is stopped (schemathesis checks the rest)."""
+    spec = load_spec()
+    for path, method, operation in operations(spec):
+        statuses = set(operation["responses"])
+        expected = {"400", "408", "413", "500"}  # parameters, BODY_TIMEOUT, MAX_BODY_BYTES
+        if operation.get("security", spec["security"]):
+            expected |= {"401", "429", "503"}  # the key, rate limits, the database
+        if method in ("post", "put", "patch"):
+            expected |= {"403", "415"}
+        if method in ("put", "patch", "delete"):
+            expected |= {"403", "404", "412", "428"}
+        assert expected <= statuses, f"{method} {path} lacks {sorted(expected - statuses)}"
+
+
+def test_numbers_read_the_same_in_every_tool():
+    for where, node in _walk(load_spec()):
+        # OpenAPI 3.0's boolean exclusiveMaximum/Minimum is a number in 3.1 and JSON Schema.
+        assert not {"exclusiveMaximum", "exclusiveMinimum"} & node.keys(), where
+        if node.get("type") == "integer" and node.get("format") == "int64":
+            # JavaScript holds integers exactly up to 2^53-1 (Number.MAX_SAFE_INTEGER).
+            assert node.get("maximum", 2**63) <= 2**53 - 1, where
+    user_id = load_spec()["components"]["schemas"]["UserId"]
+    assert user_id["maximum"] == 2**53 - 1

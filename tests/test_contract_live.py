@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from tests.keys import WRITE_KEY
-from tests.live import ROOT, start_gunicorn
+from tests.helpers import ROOT, WRITE_KEY, start_gunicorn
 
 pytestmark = [pytest.mark.live, pytest.mark.contract]
 

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from tests.keys import WRITE_KEY
-from tests.live import ROOT
+from tests.helpers import ROOT, WRITE_KEY
 
 pytestmark = pytest.mark.live
 

@@ -1,0 +1,190 @@
+"""Every 400 says how to fix the request: each problem, where it is, in plain words.
+
+The shape is the spec's (Problem.errors, ProblemError), and response validation is on,
+so connexion checks each document below against it as well.
+"""
+
+import asyncio
+import json
+
+import pytest
+
+from contract import load_spec
+from problems import init_app as use_problem_documents
+from tests.helpers import assert_problem, user_count
+
+JSON = {"Content-Type": "application/json"}
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+def problems(response):  # type: ignore[no-untyped-def]
+    """The 400's `errors`, checked for the spec's shape."""
+    body = assert_problem(response, 400)
+    assert body["errors"], body
+    for entry in body["errors"]:
+        assert entry["detail"]
+        assert ("pointer" in entry) != ("parameter" in entry), entry
+        assert ("parameter" in entry) == ("in" in entry), entry
+    return body["errors"]
+
+
+class TestParameters:
+    def test_a_malformed_id_is_401_without_a_key_and_400_naming_user_id_with_one(
+        self, client, anonymous
+    ):
+        assert_problem(anonymous.get("/v1/users/abc"), 401)
+        assert_problem(anonymous.delete("/v1/users/abc"), 401)
+        for method in ("GET", "DELETE"):
+            errors = problems(client.request(method, "/v1/users/abc"))
+            assert errors == [
+                {
+                    "parameter": "user_id",
+                    "in": "path",
+                    "detail": 'user_id must be an integer in decimal digits, not "abc"',
+                }
+            ]
+
+    def test_an_id_below_the_minimum_names_user_id(self, client, anonymous):
+        assert_problem(anonymous.get("/v1/users/0"), 401)
+        assert problems(client.get("/v1/users/0")) == [
+            {"parameter": "user_id", "in": "path", "detail": "user_id must be at least 1, not 0"}
+        ]
+
+    def test_every_bad_query_parameter_is_named(self, client):
+        response = client.get("/v1/users?limit=0&after=-1&colour=red")
+        errors = problems(response)
+        assert {(e["parameter"], e["in"]) for e in errors} == {
+            ("limit", "query"),
+            ("after", "query"),
+            ("colour", "query"),
+        }
+        details = {e["parameter"]: e["detail"] for e in errors}
+        assert details["limit"] == "limit must be at least 1, not 0"
+        assert details["after"] == "after must be at least 0, not -1"
+        assert "limit, after" in details["colour"]
+        assert response.json()["detail"].startswith("3 problems: ")
+
+    def test_a_value_past_any_bound_is_told_as_the_bound(self, client):
+        errors = problems(client.get("/v1/users?limit=" + "9" * 5000))
+        assert errors[0]["detail"].startswith("limit must be at most 100, not ")
+        assert len(errors[0]["detail"]) < 150
+
+    def test_a_repeated_parameter_is_named(self, client):
+        assert problems(client.get("/v1/users?limit=1&limit=2")) == [
+            {"parameter": "limit", "in": "query", "detail": "limit is given 2 times; give it once"}
+        ]
+
+    def test_a_long_unknown_name_is_cut(self, client):
+        errors = problems(client.get("/v1/users?" + "a" * 3000 + "=1"))
+        assert len(errors[0]["parameter"]) == 100
+        assert len(json.dumps(errors)) < 500
+
+
+class TestBody:
+    def test_bounds_are_plain_english(self, client):
+        assert problems(client.post("/v1/users", json={"name": "Ada", "age": 140})) == [
+            {"pointer": "/age", "detail": "age must be at most 139, not 140"}
+        ]
+        assert problems(client.post("/v1/users", json={"name": "Ada", "age": -1})) == [
+            {"pointer": "/age", "detail": "age must be at least 0, not -1"}
+        ]
+
+    def test_every_problem_is_listed_with_its_pointer_and_json_values(self, client):
+        response = client.post("/v1/users", json={"name": None, "age": True})
+        assert problems(response) == [
+            {"pointer": "/name", "detail": "name must be a string, not null"},
+            {"pointer": "/age", "detail": "age must be an integer, not true"},
+        ]
+        assert response.json()["detail"] == (
+            "2 problems: name must be a string, not null; age must be an integer, not true."
+        )
+
+    def test_the_wrong_kind_of_body_is_shown_as_json(self, client):
+        assert problems(client.post("/v1/users", json=[{"name": "a"}])) == [
+            {"pointer": "", "detail": 'the body must be an object, not [{"name": "a"}]'}
+        ]
+
+    def test_missing_and_unknown_fields_each_have_their_pointer(self, client):
+        errors = problems(client.post("/v1/users", json={"nickname": "A", "a/b~": 1}))
+        assert {e["pointer"] for e in errors} == {"/name", "/age", "/nickname", "/a~1b~0"}
+        details = {e["pointer"]: e["detail"] for e in errors}
+        assert details["/name"] == "name is required"
+        assert details["/nickname"] == "nickname is not a field here (the fields are name, age)"
+
+    def test_a_null_body_is_said_to_be_null(self, client):
+        for method, path, headers in (
+            ("POST", "/v1/users", JSON),
+            ("PUT", "/v1/users/1", JSON),
+            ("PATCH", "/v1/users/1", MERGE_PATCH),
+        ):
+            response = client.request(method, path, content=b"null", headers=headers)
+            assert problems(response) == [
+                {"pointer": "", "detail": "the body must be an object, not null"}
+            ]
+
+    def test_a_missing_body_is_said_to_be_missing(self, client):
+        for method in ("POST", "PUT"):
+            path = "/v1/users" if method == "POST" else "/v1/users/1"
+            response = client.request(method, path, content=b"", headers=JSON)
+            assert problems(response) == [
+                {"pointer": "", "detail": "the request has no body; this operation needs one"}
+            ]
+
+    def test_a_long_value_is_never_echoed_whole(self, client):
+        response = client.post("/v1/users", json={"name": ["x" * 60_000], "age": 3})
+        [error] = problems(response)
+        assert error["pointer"] == "/name"
+        assert error["detail"].startswith('name must be a string, not ["xxx')
+        assert len(error["detail"]) <= len("name must be a string, not ") + 100
+        assert len(response.content) < 1000
+
+    def test_a_long_string_says_its_length_not_its_value(self, client):
+        response = client.post("/v1/users", json={"name": "x" * 60_000, "age": 3}, headers=JSON)
+        [error] = problems(response)
+        assert error == {
+            "pointer": "/name",
+            "detail": "name must be at most 100 characters long; it has 60000",
+        }
+        assert len(response.content) < 1000
+
+    def test_errors_are_capped_and_the_detail_counts_them_all(self, client):
+        body = {f"field{i}": i for i in range(30)}
+        response = client.post("/v1/users", json={"name": "Ada", "age": 3, **body})
+        assert len(problems(response)) == 20
+        assert response.json()["detail"].startswith("30 problems (errors lists the first 20): ")
+        assert user_count(client) == 0
+
+    def test_a_chunked_body_without_content_length_is_read(self, client):
+        def chunks():  # httpx sends a generator with Transfer-Encoding: chunked
+            yield b'{"name": "Ada",'
+            yield b' "age": 36}'
+
+        response = client.post("/v1/users", content=chunks(), headers=JSON)
+        assert response.status_code == 201, response.text
+
+
+def test_the_spec_documents_the_errors_member():
+    schemas = load_spec()["components"]["schemas"]
+    errors = schemas["Problem"]["properties"]["errors"]
+    assert errors["items"] == {"$ref": "#/components/schemas/ProblemError"}
+    assert set(schemas["ProblemError"]["properties"]) == {"pointer", "parameter", "in", "detail"}
+
+
+@pytest.mark.parametrize("method", ["POST", "OPTIONS", "TRACE"])
+def test_a_405_names_the_method_and_points_at_allow(client, method):
+    body = assert_problem(client.request(method, "/v1/users/1"), 405)
+    assert method in body["detail"] and "Allow" in body["detail"]
+
+
+def test_every_error_handler_is_a_coroutine_function():
+    # connexion runs any other handler in a thread pool, through an event loop that the
+    # greenlet bridge (connexion_ext.bridge) does not run: such a handler answers 500.
+    registered = []
+
+    class Recorder:
+        def add_error_handler(self, kind, handler):  # type: ignore[no-untyped-def]
+            registered.append((kind, handler))
+
+    use_problem_documents(Recorder(), load_spec())  # type: ignore[arg-type]
+    assert len(registered) >= 9
+    assert [kind for kind, handler in registered if not asyncio.iscoroutinefunction(handler)] == []
