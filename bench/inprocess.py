@@ -96,7 +96,7 @@ def _profile(one: Callable[[], None]) -> str:
 
 def _contender(name: str) -> tuple[Callable[..., Iterable[bytes]], Callable[[], dict[str, Any]]]:
     import storage
-    from handlers.auth import new_key
+    from apikeys import new_key
 
     engine = storage.make_engine(os.environ["DATABASE_URL"])
     storage.upgrade(engine)
@@ -106,7 +106,7 @@ def _contender(name: str) -> tuple[Callable[..., Iterable[bytes]], Callable[[], 
     app: Callable[..., Iterable[bytes]]
     if name == "users-api":
         from app import create_app
-        from serving.bridge import to_wsgi
+        from connexion_ext import to_wsgi
         from settings import Settings
 
         app = to_wsgi(create_app(Settings.from_env({**os.environ, "API_KEYS": entry})))
@@ -115,29 +115,12 @@ def _contender(name: str) -> tuple[Callable[..., Iterable[bytes]], Callable[[], 
     else:
         from bench.contenders.raw_wsgi import app
 
+    from bench.instructions import wsgi_environ
+
+    headers = [("X-API-Key", key), ("Accept", "application/json")]
+
     def environ() -> dict[str, Any]:
-        return {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": f"/v1/users/{user_id}",
-            "QUERY_STRING": "",
-            "SCRIPT_NAME": "",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8080",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1",
-            "REMOTE_PORT": "40000",
-            "HTTP_HOST": "127.0.0.1:8080",
-            "HTTP_X_API_KEY": key,
-            "HTTP_ACCEPT": "application/json",
-            "HTTP_USER_AGENT": "bench",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.errors": sys.stderr,
-            "wsgi.url_scheme": "http",
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
+        return wsgi_environ("GET", f"/v1/users/{user_id}", "", headers, b"")
 
     return app, environ
 

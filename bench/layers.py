@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, str | None]] = [
     ("connexion: context for the handler", "LifespanMiddleware.__call__"),
     ("bridge: ASGI to Flask (`InlineFlask`)", "InlineFlask.__call__"),
     ("Flask: request object and context, URL routing, response to WSGI", "Flask.wsgi_app"),
-    ("connexion's Flask-side decorators: arguments in, response out", "DecorateOnce.__call__"),
+    ("the operation's view: arguments in, response out (`connexion_ext`)", "fn.<locals>.view"),
     ("the handler and `storage` (SQLAlchemy, SQLite)", "get_user (handlers/users.py"),
 ]
 

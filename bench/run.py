@@ -2,13 +2,16 @@
 
 Each contender runs alone with one worker pinned to CPU 0 while wrk, pinned to CPU 1,
 loads it: a warm-up, then BENCH_REPEATS runs of BENCH_DURATION seconds; the table shows
-the median run. Every contender gets a fresh copy of the same seeded database.
+the median run. Every contender gets a fresh copy of the same seeded database. Then
+bench.instructions counts each contender's instructions per request on SQLite, which
+noise cannot move (BENCH_INSTRUCTIONS=0 skips that).
 
-    python -m bench.run                   # everything (about 6.5 minutes)
-    BENCH_ONLY=users-api,plain-flask BENCH_DATABASES=sqlite BENCH_WORKLOADS=get python -m bench.run
+    python -m bench.run                   # everything (20 minutes on 2 idle cores)
+    BENCH_ONLY=users-api,connexion2 BENCH_DATABASES=sqlite BENCH_WORKLOADS=get python -m bench.run
 
 A full run writes bench/results/latest.{json,md,png}; a narrowed one (BENCH_ONLY,
-BENCH_DATABASES or BENCH_WORKLOADS) writes partial.* instead.
+BENCH_DATABASES or BENCH_WORKLOADS) writes partial.* instead. bench/README.md explains
+the method and the contenders.
 """
 
 import json
@@ -30,13 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
-
 import logging_ext.setup  # noqa: F401 - first: it quiets connexion's import-time warning
-import storage
-from handlers.auth import new_key
-from storage.tables import users
+from apikeys import new_key
+from bench import instructions
+from bench.databases import DATABASES, POSTGRES_URL, SEED_USERS, add_users, seeded
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -45,14 +45,11 @@ DURATION = int(os.environ.get("BENCH_DURATION", "3"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-SEED_USERS = 10_000
+COUNT_INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
 # More than any contender updates in one run, so each user is updated at most once or
 # twice and its If-Match is always its current version (bench/wrk/workload.lua).
 PUT_USERS = 10_000
 SERVER_CPU, LOAD_CPU = "0", "1"
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-DATABASES = {"sqlite": "a SQLite file", "postgres": "the server at BENCH_POSTGRES_URL"}
 WORKLOADS = {
     "get": "GET /v1/users/{id}",
     "list": "GET /v1/users?limit=20",
@@ -62,18 +59,29 @@ WORKLOADS = {
 }
 
 BASELINE_CONF = "bench/baseline.gunicorn.conf.py"
+CONNEXION2_BIN = "bench/.venv-connexion2/bin/"
+UVICORN = ["--no-access-log", "--log-level=warning"]
+# Each is one worker process; bench.instructions.APPS names the same apps.
 CONTENDERS: dict[str, list[str]] = {
     # As deployed: gunicorn.conf.py, with WEB_CONCURRENCY=1 for one worker.
     "users-api": ["gunicorn", "-c", "gunicorn.conf.py"],
-    "plain-flask": ["gunicorn", "-c", BASELINE_CONF, "bench.contenders.plain_flask:app"],
-    "fastapi": [
-        "uvicorn",
-        "bench.contenders.fastapi_app:app",
-        "--no-access-log",
-        "--log-level=warning",
+    # The same with rate limits on, in Redis (never reached): what limiting costs.
+    "users-api-limits": ["gunicorn", "-c", "gunicorn.conf.py"],
+    # The peers, each with users-api's contract or features (bench/README.md).
+    "connexion2": [
+        CONNEXION2_BIN + "gunicorn",
+        "-c",
+        BASELINE_CONF,
+        "bench.contenders.connexion2_app:app",
     ],
+    "connexion3": ["uvicorn", "bench.contenders.connexion3_app:app", *UVICORN],
+    "fastapi-full": ["uvicorn", "bench.contenders.fastapi_full:app", *UVICORN],
+    # References without those features.
+    "fastapi": ["uvicorn", "bench.contenders.fastapi_app:app", *UVICORN],
+    "plain-flask": ["gunicorn", "-c", BASELINE_CONF, "bench.contenders.plain_flask:app"],
     "raw-wsgi": ["gunicorn", "-c", BASELINE_CONF, "bench.contenders.raw_wsgi:app"],
 }
+PEERS = ["connexion2", "connexion3", "fastapi-full", "fastapi", "plain-flask", "raw-wsgi"]
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Cell:
     non_2xx: int
     peak_rss_mb: float
     runs_rps: list[float]
+    instructions: float | None = None  # per request, SQLite only (bench.instructions)
 
 
 def main() -> int:
@@ -105,7 +114,7 @@ def main() -> int:
     skipped: list[str] = []
     started = time.monotonic()
     for database in databases:
-        with _seeded(database) as fresh_copy:
+        with seeded(database) as fresh_copy:
             if fresh_copy is None:
                 skipped.append(f"postgres: no server at {POSTGRES_URL}")
                 continue
@@ -117,12 +126,20 @@ def main() -> int:
                     "BENCH_API_KEY": key,
                     "BENCH_FIRST_ID": str(first_id),
                     "BENCH_LAST_ID": str(last_id),
+                    **dict(instructions.APPS[contender].env),
                 }
                 with _serving(contender, env) as pids:
                     for workload in workloads:
                         cell = _measure(database, workload, contender, url, env, pids)
                         cells.append(cell)
                         print(_row(cell), flush=True)
+            if database == "sqlite" and COUNT_INSTRUCTIONS:
+                jobs = instructions.JOBS
+                print(f"instructions per request (valgrind, {jobs} at a time) ...", flush=True)
+                counts = instructions.measure(only, workloads, database, fresh_copy)
+                for count in counts:
+                    print(instructions.line(count), flush=True)
+                _add_instructions(cells, counts)
     elapsed = time.monotonic() - started
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -133,6 +150,7 @@ def main() -> int:
             "repeats": REPEATS,
             "connections": CONNECTIONS,
             "seed_users": SEED_USERS,
+            "instructions": COUNT_INSTRUCTIONS,
             "elapsed_s": round(elapsed),
         },
         "skipped": skipped,
@@ -161,79 +179,11 @@ def _choice(variable: str, known: dict[str, Any]) -> list[str]:
     return wanted
 
 
-# --- databases -----------------------------------------------------------------------
-
-
-@contextmanager
-def _seeded(database: str) -> Iterator[Any]:
-    """Seed one template database; yield a function that makes a fresh copy of it."""
-    if database == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="users-bench-") as directory:
-            template = Path(directory) / "template.db"
-            ids = _seed(f"sqlite:///{template}")
-
-            def sqlite_copy(contender: str) -> tuple[str, int, int]:
-                copy = Path(directory) / f"{contender}.db"
-                shutil.copyfile(template, copy)
-                return f"sqlite:///{copy}", *ids
-
-            yield sqlite_copy
-        return
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception:  # any failure to connect means: no PostgreSQL here
-        yield None
-        return
-    names = ["users_bench_template", *(f"users_bench_{c.replace('-', '_')}" for c in CONTENDERS)]
-    _drop(admin, names)
-    with admin.connect() as conn:
-        conn.execute(text("CREATE DATABASE users_bench_template"))
-    base = make_url(POSTGRES_URL)
-    ids = _seed(base.set(database="users_bench_template").render_as_string(hide_password=False))
-
-    def postgres_copy(contender: str) -> tuple[str, int, int]:
-        name = f"users_bench_{contender.replace('-', '_')}"
-        _drop(admin, [name])
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE users_bench_template"))
-        return base.set(database=name).render_as_string(hide_password=False), *ids
-
-    try:
-        yield postgres_copy
-    finally:
-        _drop(admin, names)
-        admin.dispose()
-
-
-def _drop(admin: Any, names: list[str]) -> None:
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-def _seed(url: str) -> tuple[int, int]:
-    engine = storage.make_engine(url)
-    storage.upgrade(engine)
-    engine.dispose()
-    return _add_users(url, SEED_USERS)
-
-
-def _add_users(url: str, count: int) -> tuple[int, int]:
-    """Insert `count` users at version 1; return the first and last new id."""
-    engine = storage.make_engine(url)
-    now = datetime.now(UTC)
-    rows = [
-        {"name": f"user {n}", "age": n % 120, "version": 1, "created_at": now, "updated_at": now}
-        for n in range(count)
-    ]
-    with engine.begin() as conn:
-        before = conn.execute(select(func.max(users.c.id))).scalar_one() or 0
-        conn.execute(insert(users), rows)
-        last = conn.execute(select(func.max(users.c.id))).scalar_one()
-    engine.dispose()
-    return before + 1, int(last)
+def _add_instructions(cells: list[Cell], counts: list[instructions.Count]) -> None:
+    per_request = {(c.database, c.workload, c.contender): c.per_request for c in counts}
+    for cell in cells:
+        found = per_request.get((cell.database, cell.workload, cell.contender))
+        cell.instructions = round(found) if found is not None else None
 
 
 # --- servers and load ----------------------------------------------------------------
@@ -243,9 +193,9 @@ def _add_users(url: str, count: int) -> tuple[int, int]:
 def _serving(contender: str, env: dict[str, str]) -> Iterator[list[int]]:
     """Start the contender pinned to SERVER_CPU; yield its worker pids once it answers."""
     command = CONTENDERS[contender]
-    if contender == "fastapi":
+    if command[0] == "uvicorn":
         command = [*command, f"--port={PORT}"]
-    elif contender != "users-api":
+    elif not contender.startswith("users-api"):
         command = [*command, f"--bind=127.0.0.1:{PORT}"]
     full_env = {
         **os.environ,
@@ -260,8 +210,9 @@ def _serving(contender: str, env: dict[str, str]) -> Iterator[list[int]]:
     }
     bin_dir = Path(sys.executable).parent
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{contender}-", suffix=".log", delete=False)  # noqa: SIM115
+    program = ROOT / command[0] if "/" in command[0] else bin_dir / command[0]
     process = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, str(bin_dir / command[0]), *command[1:]],
+        ["taskset", "-c", SERVER_CPU, str(program), *command[1:]],
         cwd=ROOT,
         env=full_env,
         stdout=log,
@@ -333,7 +284,7 @@ def _targets(workload: str, url: str, env: dict[str, str]) -> dict[str, str]:
     requests still in flight from an earlier run cannot change what this one expects."""
     if workload != "put":
         return env
-    first, last = _add_users(url, PUT_USERS)
+    first, last = add_users(url, PUT_USERS)
     return {**env, "BENCH_FIRST_ID": str(first), "BENCH_LAST_ID": str(last)}
 
 
@@ -389,29 +340,63 @@ def _row(cell: Cell) -> str:
     )
 
 
+def _millions(instructions: float | None) -> str:
+    return f"{instructions / 1e6:.2f}" if instructions else "-"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
+    """Every cell, then users-api against each peer: req/s and instructions ratios."""
     cells = report["cells"]
-    by_key = {(c["database"], c["workload"], c["contender"]): c for c in cells}
+    settings = report["settings"]
     lines = [
         f"{report['date'][:10]} on {report['machine']['cpu']} ({report['machine']['cpus']} CPUs),"
-        f" one worker on one core, wrk -t1 -c{report['settings']['connections']} on the other;"
-        f" median of {report['settings']['repeats']} x {report['settings']['duration_s']} s.",
+        f" one worker on one core, wrk -t1 -c{settings['connections']} on the other;"
+        f" median of {settings['repeats']} x {settings['duration_s']} s. Instructions: millions"
+        " per request, the app called in process under callgrind (SQLite only).",
         "",
         "| database | workload | contender | req/s | p50 ms | p99 ms | errors | peak RSS MB"
-        " | vs plain-flask | vs fastapi |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        " | M instructions |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
     ]
     for c in cells:
-        ratios = []
-        for peer in ("plain-flask", "fastapi"):
-            base = by_key.get((c["database"], c["workload"], peer))
-            ratios.append(f"{c['rps'] / base['rps']:.2f}x" if base and base["rps"] else "-")
         lines.append(
             f"| {c['database']} | {WORKLOADS[c['workload']]} | {c['contender']} | {c['rps']:.0f}"
             f" | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['errors']} | {c['peak_rss_mb']:.0f}"
-            f" | {ratios[0]} | {ratios[1]} |"
+            f" | {_millions(c.get('instructions'))} |"
         )
+    peers = [p for p in PEERS if any(c["contender"] == p for c in cells)]
+    if any(c["contender"] == "users-api" for c in cells) and peers:
+        lines += ["", *ratio_table(cells, peers)]
     return "\n".join(lines) + "\n"
+
+
+def ratio_table(cells: list[dict[str, Any]], peers: list[str]) -> list[str]:
+    """users-api's req/s over the peer's, and the peer's instructions over users-api's:
+    above 1.00x users-api is the faster, below it the slower, on both measures."""
+    by_key = {(c["database"], c["workload"], c["contender"]): c for c in cells}
+    lines = [
+        "users-api against each contender: req/s ratio (users-api / contender), and in"
+        " brackets the instructions ratio (contender / users-api); above 1.00x users-api"
+        " does better.",
+        "",
+        "| database | workload | " + " | ".join(f"vs {p}" for p in peers) + " |",
+        "|---|---|" + "--:|" * len(peers),
+    ]
+    for c in cells:
+        if c["contender"] != "users-api":
+            continue
+        ratios = []
+        for peer in peers:
+            other = by_key.get((c["database"], c["workload"], peer))
+            if not other or not other["rps"]:
+                ratios.append("-")
+                continue
+            text = f"{c['rps'] / other['rps']:.2f}x"
+            if c.get("instructions") and other.get("instructions"):
+                text += f" ({other['instructions'] / c['instructions']:.2f}x)"
+            ratios.append(text)
+        lines.append(f"| {c['database']} | {WORKLOADS[c['workload']]} | {' | '.join(ratios)} |")
+    return lines
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
