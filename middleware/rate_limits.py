@@ -11,7 +11,8 @@ for requests that bring no key or one the service does not know (RATE_LIMITS).
 - `unknown`: answers of 401 per client address (TRUSTED_PROXIES believed as in the access
   line). Once an address is over, `RateLimitAnswers` refuses it with 429 before any
   key is looked at, valid or not, until its window frees a request: guessing keys is as
-  slow as the limit. Each worker learns that from its own 401s, so right after the limit
+  slow as the limit (a valid key let through would tell the guesser it was right). What
+  checks no key (probes, the spec, the UI) still answers. Each worker learns that from its own 401s, so right after the limit
   is reached one more guess per worker can still be checked.
 - A policy left out is not limited; /healthz, /readyz, the spec, the UI and /metrics
   never count against a key.
@@ -46,7 +47,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connexion_ext import operation_id
-from contract import operations
+from contract import SPEC_URL, UI_PATH, operations
 from logging_ext import ClientAddress, metrics
 from problems import ProblemResponse
 from settings import SettingsError
@@ -230,10 +231,14 @@ class RateLimits:
             operation["operationId"]: _required_role(operation, spec)
             for _path, _method, operation in operations(spec)
         }
-        # Probes answer whatever an address did: an orchestrator may share it.
+        # What checks no key answers whatever an address did (an orchestrator or a
+        # person reading the docs may share it): the probes, the spec, Swagger UI.
         self.open_paths = frozenset(
             path for path, _method, operation in operations(spec) if operation.get("security") == []
-        )
+        ) | {SPEC_URL}
+
+    def checks_a_key(self, path: str) -> bool:
+        return path not in self.open_paths and not path.startswith(UI_PATH)
 
     @classmethod
     def from_settings(
@@ -325,7 +330,7 @@ class RateLimitAnswers:
             await self.app(scope, receive, send)
             return
         address = None
-        if self.quota and scope["path"] not in self.limits.open_paths:
+        if self.quota and self.limits.checks_a_key(scope["path"]):
             address = self.client(scope, Headers(scope=scope)) or "-"
             wait = self.blocked.get(address, 0.0) - time.monotonic()
             if wait > 0:
