@@ -24,7 +24,10 @@ OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
 # Everything a browser on an allowed origin may send and read (CORS_ORIGINS).
 CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 CORS_REQUEST_HEADERS = ["X-API-Key", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
-CORS_RESPONSE_HEADERS = ["ETag", "Location", "Link", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = [
+    *("ETag", "Location", "Link", "X-Request-ID"),
+    *("Retry-After", "RateLimit", "RateLimit-Policy"),  # when to come back after a 429/503
+]
 
 
 def create_app(settings: Settings | None = None) -> FlaskApp:

@@ -184,6 +184,21 @@ class TestCors:
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
 
+    def test_a_browser_may_read_what_a_client_acts_on(self, client):
+        response = client.get("/v1/users", headers={"Origin": "https://app.example"})
+        exposed = {
+            h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+        }
+        assert exposed == {
+            "etag",
+            "location",
+            "link",
+            "x-request-id",  # versions, new users, pages, logs
+            "retry-after",
+            "ratelimit",
+            "ratelimit-policy",  # when to come back (429, 503)
+        }
+
     def test_a_client_may_send_its_own_request_id(self, anonymous):
         preflight = self.preflight(
             anonymous, "https://app.example", "GET", "X-API-Key, X-Request-ID"
