@@ -102,8 +102,9 @@ def _body_problems(
 
 
 def _pointer(path: tuple[Any, ...]) -> str:
-    """RFC 6901: "" is the whole document; "~" and "/" in a name are escaped."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+    """RFC 6901: "" is the whole document; "~" and "/" in a name are escaped. Cut like
+    any echo: a 60,000-character field name is not sent back whole either."""
+    return cut("".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path))
 
 
 def _subject(path: tuple[Any, ...]) -> str:

@@ -138,6 +138,14 @@ class TestBody:
         assert len(error["detail"]) <= len("name must be a string, not ") + 100
         assert len(response.content) < 1000
 
+    def test_a_long_field_name_is_cut_in_its_pointer_too(self, client):
+        for name in ("k" * 60_000, "/" * 30_000):  # each "/" is "~1" in a pointer
+            response = client.post("/v1/users", json={"name": "Ada", "age": 3, name: 1})
+            [error] = problems(response)
+            assert len(error["pointer"]) == 100
+            assert error["pointer"].endswith("…")
+            assert len(response.content) < 1000
+
     def test_a_long_string_says_its_length_not_its_value(self, client):
         response = client.post("/v1/users", json={"name": "x" * 60_000, "age": 3}, headers=JSON)
         [error] = problems(response)
