@@ -163,3 +163,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(
             f"test ids must not hold a backslash (tests.helpers.plain_id): {unselectable[:3]}"
         )
+
+
+# .ci/run sets this: there every server and tool a test needs is installed or started
+# first, so a skip means a check silently did not run, and that must not pass as green.
+NO_SKIPS = os.environ.get("USERS_API_NO_SKIPS") == "1"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but USERS_API_NO_SKIPS=1 (.ci/run) allows none: {reason}"
+    return report
