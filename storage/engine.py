@@ -52,8 +52,8 @@ def make_engine(
     storage.users.unavailable). UserStore also bounds each whole transaction by `wait`.
 
     pooler="transaction": each transaction may run on another server connection, so
-    nothing may live in the session: no prepared statements, and lock_timeout is set in
-    every transaction (SET LOCAL) instead of once per connection."""
+    nothing may live in the session: no prepared statements, and lock_timeout and
+    statement_timeout are set in every transaction (SET LOCAL) instead of per connection."""
     if pooler not in POOLERS:
         raise ValueError(f"DB_POOLER must be one of {', '.join(POOLERS)}, got {pooler!r}")
     url = normalise_url(url)
@@ -71,7 +71,7 @@ def make_engine(
     if sqlite:
         _prepare_sqlite(engine, wait)
     if transaction_pooler:
-        _lock_timeout_per_transaction(engine, wait)
+        _timeouts_per_transaction(engine, wait)
     return engine
 
 
@@ -113,13 +113,19 @@ def _postgresql_options(
     }
 
 
-def _lock_timeout_per_transaction(engine: Engine, wait: float) -> None:
-    """lock_timeout for each transaction, where a transaction pooler cannot lose it.
+def _timeouts_per_transaction(engine: Engine, wait: float) -> None:
+    """lock_timeout and statement_timeout for each transaction, where a transaction
+    pooler cannot lose them.
 
-    SET LOCAL lasts until COMMIT or ROLLBACK, so it never leaks into another client's
-    transaction on the same server connection. One more round trip per transaction.
+    Set with is_local (SET LOCAL): they last until COMMIT or ROLLBACK, so they never leak
+    into another client's transaction on the same server connection. One more round trip
+    per transaction.
     """
-    statement = f"SET LOCAL lock_timeout = {_milliseconds(wait)}"
+    ms = _milliseconds(wait)
+    statement = (
+        f"SELECT set_config('lock_timeout', '{ms}', true),"
+        f" set_config('statement_timeout', '{ms}', true)"
+    )
 
     @event.listens_for(engine, "begin")
     def _bounded(conn):  # type: ignore[no-untyped-def]

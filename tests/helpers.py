@@ -4,6 +4,7 @@ Test modules import from here (or use conftest's fixtures), never from each othe
 """
 
 import io
+import json
 import os
 import signal
 import socket
@@ -75,6 +76,20 @@ class LiveServer:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
+
+    def error_lines(self) -> list[str]:
+        """Log lines at level error or worse, and any line that is not JSON (a traceback,
+        a one-line start-up failure)."""
+        bad = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                bad.append(line)
+                continue
+            if str(record.get("level", "")).lower() in ("error", "critical", "exception"):
+                bad.append(line)
+        return bad
 
     def wait_healthy(self, timeout: float = 60, path: str = "/healthz") -> None:
         """Poll `path` until it answers 200; stop the server and raise if it never does."""

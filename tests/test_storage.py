@@ -281,19 +281,24 @@ def test_the_migration_lock_puts_the_lock_timeout_back_and_lifts_the_statement_t
 
 
 @pytest.mark.postgres
-def test_behind_a_transaction_pooler_each_transaction_sets_its_lock_timeout(postgres_url):
-    # No connection `options` there (PgBouncer refuses them): SET LOCAL in each
-    # transaction instead, which the migration lock puts back after its own wait.
+def test_behind_a_transaction_pooler_each_transaction_sets_its_timeouts(postgres_url):
+    # No connection `options` there (PgBouncer refuses them): both timeouts are set in
+    # each transaction instead; the migration lock puts lock_timeout back after its own
+    # wait and lifts statement_timeout for the migration.
     from storage.migrate import _lock_for_migration
+
+    def timeouts(conn: sa.Connection) -> tuple[str, str]:
+        show = "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+        lock, statement = conn.execute(sa.text(show)).one()
+        return lock, statement
 
     engine = storage.make_engine(postgres_url, wait=0.25, pooler="transaction")
     with engine.begin() as conn:
-        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
-        assert conn.execute(sa.text("SHOW statement_timeout")).scalar_one() == "0"
+        assert timeouts(conn) == ("250ms", "250ms")
         _lock_for_migration(conn, 30)
-        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
-    with engine.connect() as conn:  # a fresh transaction sets it again
-        assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "250ms"
+        assert timeouts(conn) == ("250ms", "0")
+    with engine.connect() as conn:  # a fresh transaction sets them again
+        assert timeouts(conn) == ("250ms", "250ms")
     engine.dispose()
 
 

@@ -1,6 +1,5 @@
 """Replicas that start together on one empty PostgreSQL database migrate it once."""
 
-import json
 import time
 
 import httpx
@@ -8,27 +7,12 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from tests.helpers import LiveServer, launch_gunicorn
+from tests.helpers import launch_gunicorn
 
 pytestmark = pytest.mark.postgres
 
 REPLICAS = 4
 ROUNDS = 4
-
-
-def error_lines(server: LiveServer) -> list[str]:
-    """Log lines at level error or worse, and any line that is not JSON (a traceback,
-    a one-line start-up failure)."""
-    bad = []
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            bad.append(line)
-            continue
-        if str(record.get("level", "")).lower() in ("error", "critical", "exception"):
-            bad.append(line)
-    return bad
 
 
 # Replicas' start-up times differ by more than a migration takes, so one round of a race
@@ -54,7 +38,7 @@ def test_replicas_started_at_once_on_an_empty_database_migrate_it_once(
         for replica in replicas:
             replica.stop()
     for replica in replicas:
-        assert error_lines(replica) == [], replica.log()
+        assert replica.error_lines() == [], replica.log()
 
 
 def test_a_replica_waits_for_a_migration_in_progress_longer_than_db_timeout(tmp_path, postgres_url):
@@ -80,4 +64,4 @@ def test_a_replica_waits_for_a_migration_in_progress_longer_than_db_timeout(tmp_
         finally:
             replica.stop()
     engine.dispose()
-    assert error_lines(replica) == [], replica.log()
+    assert replica.error_lines() == [], replica.log()
