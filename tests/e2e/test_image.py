@@ -3,7 +3,9 @@
 Where `podman run` works, the image runs as a container. Where it cannot (on VMs where
 neither crun nor runc may set rlimits), the test serves from the image's own filesystem:
 a container's root mounted by podman, entered with chroot as the image's USER, with its
-ENV, WORKDIR and CMD. Either way the image is built by `make image`, as users build it.
+ENV, WORKDIR and CMD. Either way the root is read-only, as deploy/kubernetes runs it,
+with /tmp and the image's volume writable. The image is built by `make image`, as users
+build it.
 """
 
 import json
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.image
 PODMAN = shlex.split(os.environ.get("PODMAN", "podman --storage-driver vfs"))
 # Kept between runs so the next build reuses the dependency layers (pip is the slow part).
 BUILD_CACHE = "localhost/users-api:build-cache"
+TEST_TAG = "localhost/users-api:test"  # + the pid of the run that built it
 # Measured at about 340 MB (Debian slim, Python, the venv); a leak of build tools or
 # caches would show as a jump.
 MAX_IMAGE_BYTES = 450_000_000
@@ -47,7 +50,8 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
             reporter.write_line(f"image: {line}")
 
 
-def make_image(tag: str, *flags: str) -> None:
+def make_image(tag: str, *flags: str) -> str:
+    """`make image` as users run it; what went wrong, or "" when it built."""
     settings = {"IMAGE": tag, "PODMAN": shlex.join(PODMAN), "BUILD_FLAGS": shlex.join(flags)}
     built = subprocess.run(
         ["make", "--no-print-directory", "image", *(f"{k}={v}" for k, v in settings.items())],
@@ -55,8 +59,17 @@ def make_image(tag: str, *flags: str) -> None:
         capture_output=True,
         text=True,
     )
-    if built.returncode:
-        pytest.fail(f"make image failed:\n{built.stdout[-8000:]}{built.stderr[-8000:]}")
+    return f"{built.stdout[-8000:]}{built.stderr[-8000:]}" if built.returncode else ""
+
+
+def remove_test_images() -> None:
+    """This run's image, any a killed run left, and every layer only they used: vfs keeps
+    a full copy of each (about 4 GB a build here)."""
+    tags = podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
+    for tag in tags.split():
+        if tag.startswith(f"{TEST_TAG}-"):
+            podman("rmi", "--force", tag, check=False)
+    podman("image", "prune", "--force", check=False)
 
 
 @dataclass
@@ -64,6 +77,7 @@ class Image:
     tag: str
     config: dict[str, Any]
     size: int
+    healthcheck: dict[str, Any]
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,19 +88,22 @@ class Image:
 def image(request: pytest.FixtureRequest) -> Iterator[Image]:
     if shutil.which(PODMAN[0]) is None:
         pytest.skip("needs podman")
-    tag = f"localhost/users-api:test-{os.getpid()}"
-    started = time.monotonic()
-    make_image(tag)
-    report(request, f"make image took {time.monotonic() - started:.0f} s")
+    tag = f"{TEST_TAG}-{os.getpid()}"
     try:
+        started = time.monotonic()
+        failed = make_image(tag)
+        if failed:
+            pytest.fail(f"make image failed:\n{failed}")
+        report(request, f"make image took {time.monotonic() - started:.0f} s")
         (inspected,) = json.loads(podman("image", "inspect", tag).stdout)
-        yield Image(tag, inspected["Config"], int(inspected["Size"]))
+        # podman reports HEALTHCHECK beside Config, docker inside it.
+        health = inspected.get("Healthcheck") or inspected["Config"].get("Healthcheck") or {}
+        yield Image(tag, inspected["Config"], int(inspected["Size"]), health)
     finally:
-        # vfs keeps a full copy of every layer: keep the base and the dependency layers
-        # (tagged, so the next build starts from them), drop the rest of this build.
+        # Keep the base and the dependency layers (tagged, so the next build starts
+        # from them), drop the rest of this build, whatever happened to it.
         make_image(BUILD_CACHE, "--target=build")
-        podman("rmi", "--force", tag, check=False)
-        podman("image", "prune", "--force", check=False)
+        remove_test_images()
 
 
 @dataclass
@@ -110,7 +127,18 @@ def run_as_container(image: Image, tmp_path: Path, env: dict[str, str]) -> Itera
     log_path = tmp_path / "container.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*PODMAN, "run", "--rm", "--name", name, "--network=host", *args, image.tag],
+            [
+                *PODMAN,
+                "run",
+                "--rm",
+                "--name",
+                name,
+                "--network=host",
+                "--read-only",
+                "--tmpfs=/tmp",
+                *args,
+                image.tag,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -124,6 +152,12 @@ def run_as_container(image: Image, tmp_path: Path, env: dict[str, str]) -> Itera
         server.stop()
 
 
+def mount(mounted: list[Path], *args: str | Path) -> None:
+    """mount ARGS; the mount point (the last argument) joins `mounted`, to undo."""
+    subprocess.run(["mount", *map(str, args)], check=True)
+    mounted.append(Path(args[-1]))
+
+
 @contextmanager
 def run_from_rootfs(image: Image, tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
     if os.geteuid() != 0:
@@ -132,12 +166,19 @@ def run_from_rootfs(image: Image, tmp_path: Path, env: dict[str, str]) -> Iterat
     mounted: list[Path] = []
     try:
         rootfs = Path(podman("mount", container).stdout.strip())
-        for kind, target in (("proc", "proc"), ("dev", "dev")):
-            options = ["-t", "proc", "proc"] if kind == "proc" else ["--bind", "/dev"]
-            subprocess.run(["mount", *options, str(rootfs / target)], check=True)
-            mounted.append(rootfs / target)
         user = image.config["User"]
-        enter = ["chroot", f"--userspec={user}", f"--groups={user.split(':')[-1]}", str(rootfs)]
+        uid, gid = user.split(":")
+        # As deploy/kubernetes runs it: a read-only root, with only /tmp and the image's
+        # volume (the SQLite data) writable.
+        mount(mounted, "--bind", rootfs, rootfs)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(rootfs)], check=True)
+        mount(mounted, "-t", "tmpfs", "-o", "mode=1777", "tmpfs", rootfs / "tmp")
+        for volume in image.config.get("Volumes") or {}:
+            owned = f"uid={uid},gid={gid},mode=0700"
+            mount(mounted, "-t", "tmpfs", "-o", owned, "tmpfs", rootfs / volume.strip("/"))
+        mount(mounted, "-t", "proc", "proc", rootfs / "proc")
+        mount(mounted, "--bind", "/dev", rootfs / "dev")
+        enter = ["chroot", f"--userspec={user}", f"--groups={gid}", str(rootfs)]
         enter += ["/usr/bin/env", f"--chdir={image.config['WorkingDir']}"]
         log_path = tmp_path / "rootfs.log"
         with log_path.open("wb") as log:
@@ -174,6 +215,20 @@ def test_the_image_answers_its_health_check(served: Served) -> None:
         assert http.get("/healthz").status_code == 200
 
 
+def test_the_images_own_health_check_passes(served: Served, image: Image) -> None:
+    # HEALTHCHECK survives only in the docker format (make image: --format docker).
+    test = image.healthcheck.get("Test", [])
+    assert test[:2] == ["CMD", "python"], image.healthcheck
+    probe = subprocess.run(
+        [*served.python, *test[2:]],
+        env=served.python_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+
+
 def test_the_image_serves_a_create_read_update_delete_round_trip(served: Served) -> None:
     with served.server.client() as http:
         created = http.post("/v1/users", json={"name": "Ada", "age": 36})
@@ -201,6 +256,22 @@ def test_the_service_runs_as_the_images_unprivileged_user(served: Served, image:
     assert workers, "gunicorn has no workers"
     for pid in [served.pid, *map(int, workers)]:
         assert uids(pid) == {uid}, f"process {pid} runs as {uids(pid)}"
+
+
+def test_the_service_runs_on_a_read_only_root(served: Served) -> None:
+    # What it served from above: only /tmp and the data volume take writes.
+    write = "import sys; open(sys.argv[1], 'w').write('x')"
+    for path, writable in (("/app/probe", False), ("/tmp/probe", True)):
+        probe = subprocess.run(
+            [*served.python, "-c", write, path],
+            env=served.python_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (probe.returncode == 0) == writable, (path, probe.stderr)
+        if not writable:
+            assert "Read-only file system" in probe.stderr
 
 
 def test_the_image_holds_no_test_tools(served: Served) -> None:
