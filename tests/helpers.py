@@ -6,6 +6,7 @@ Test modules import from here (or use conftest's fixtures), never from each othe
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +55,24 @@ def plain_id(text: str) -> str:
 
 def user_count(client):  # type: ignore[no-untyped-def]
     return client.get("/v1").json()["user_count"]
+
+
+def copy_the_service(destination: Path) -> None:
+    """The checkout's own files (tracked, or new and not ignored), without its tests,
+    benchmarks and deployment files: no virtualenvs, caches or mutants along."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if name.split("/", 1)[0] in ("tests", "bench", "deploy") or not source.is_file():
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def free_port() -> int:
