@@ -1,5 +1,7 @@
 """Every name this service takes from connexion, a2wsgi and starlette that they do not
-document for use from outside. Nothing else in the project imports such a name.
+document for use from outside. Nothing else in the project imports such a name; the
+attributes connexion_ext's subclasses read from their connexion base classes are listed
+here too, with the module that reads them.
 
 Checked against the versions in CHECKED; `check_versions()` (run at import, so at every
 start) refuses others with one clear line, and tests/test_connexion_ext.py has a test for
@@ -20,6 +22,12 @@ each name below that fails if an upgrade changes what we rely on.
 |   query_params), .validate(scope)      |                    |                               |
 | JSONRequestBodyValidator.wrap_receive, | .validators        | every problem, with its       |
 |   ._schema, ._required, ._nullable     |                    |   pointer; missing vs null    |
+| JSONResponseBodyValidator._scope       | .validators        | HEAD: no body to check        |
+| starlette.requests.cookie_parser       | .validators        | cookie parameters as starlette|
+|                                        |                    |   reads them                  |
+| FlaskOperation._fn (the handler)       | .operations        | views built once (above)      |
+| RoutingMiddleware.router (starlette    | .routing           | no trailing-slash redirects   |
+|   Router; .redirect_slashes, .routes)  |                    |   (/v1/users/ is a 404)       |
 | PATH_PARAMETER_CONVERTERS (starlette   | .routing           | /v1/users/abc: 401, then 400  |
 |   names for spec types), RoutingMiddle-|                    |   naming user_id (not a 404)  |
 |   ware (registers them in __init__)    |                    |                               |
@@ -47,6 +55,7 @@ from connexion.frameworks.starlette import (
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.utils import TYPE_MAP, is_json_mimetype
 from starlette._utils import get_route_path
+from starlette.requests import cookie_parser
 
 CHECKED = {"connexion": "3.3.0", "a2wsgi": "1.10.10", "starlette": "1.10.0"}
 
@@ -84,6 +93,7 @@ __all__ = [
     "build_environ",
     "build_scope",
     "check_versions",
+    "cookie_parser",
     "get_route_path",
     "is_json_mimetype",
     "pythonic",

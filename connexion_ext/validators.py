@@ -37,10 +37,12 @@ from connexion.validators import (
 )
 from jsonschema import Draft4Validator
 from starlette.datastructures import Headers, QueryParams
-from starlette.requests import cookie_parser
-from starlette.types import Message, Receive, Scope, Send
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from connexion_ext import messages
+from connexion_ext.channels import replay
+from connexion_ext.internals import cookie_parser
 from connexion_ext.messages import Entry
 
 # id(schema) -> (schema, validator). Holding the schema keeps its id from being reused.
@@ -224,13 +226,7 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
     """
 
     async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
-        received: list[Message] = []
-        more = True
-        while more:
-            message = await receive()
-            received.append(message)
-            more = message.get("more_body", False)
-        body = b"".join(message.get("body", b"") for message in received)
+        body = await Request(scope, receive).body()
         if not body:
             if self._required:
                 raise messages.missing_body()
@@ -242,7 +238,7 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
                 raise messages.invalid_request([entry]) from None
             if not (document is None and self._nullable):
                 self._validate(document)
-        return _replay(received, receive), _with_length(scope, len(body))
+        return replay(body, receive), _with_length(scope, len(body))
 
     def _validate(self, body: Any) -> None:
         validator = _compiled(self._schema, Draft4RequestValidator)
@@ -259,16 +255,6 @@ def _with_length(scope: Scope, length: int) -> Scope:
         return scope
     kept = [(name, value) for name, value in headers if name != b"transfer-encoding"]
     return {**scope, "headers": [*kept, (b"content-length", str(length).encode())]}
-
-
-def _replay(received: Iterable[Message], receive: Receive) -> Receive:
-    """A receive that hands over the messages already read, then defers to the real one."""
-    pending = list(received)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
 
 
 class JSONResponseValidator(JSONResponseBodyValidator):  # type: ignore[misc]

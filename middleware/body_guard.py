@@ -23,9 +23,10 @@ from gevent import Timeout
 from gevent.monkey import is_module_patched
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connexion_ext import operation_id
+from connexion_ext.channels import replay
 from problems import ProblemResponse
 
 MAX_DEPTH = 32
@@ -73,7 +74,7 @@ class BodyLimitMiddleware:
             return
         except ClientDisconnect:
             return  # nobody is left to answer
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
     def _in_time(self, headers: Headers) -> AbstractContextManager[object]:
         """A deadline for the whole body, when one is coming. The read blocks the
@@ -143,21 +144,7 @@ class StrictJsonMiddleware:
                 check_json(body)
             except BodyRejected as rejected:
                 raise BadRequestProblem(detail=rejected.detail) from None
-        await self.app(scope, _replay(body, receive), send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands over the already-read body once, then defers to the real one."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
+        await self.app(scope, replay(body, receive), send)
 
 
 def check_json(body: bytes) -> None:

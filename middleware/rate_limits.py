@@ -12,8 +12,9 @@ for requests that bring no key or one the service does not know (RATE_LIMITS).
   line). Once an address is over, `RateLimitAnswers` refuses it with 429 before any
   key is looked at, valid or not, until its window frees a request: guessing keys is as
   slow as the limit (a valid key let through would tell the guesser it was right). What
-  checks no key (probes, the spec, the UI) still answers. Each worker learns that from its own 401s, so right after the limit
-  is reached one more guess per worker can still be checked.
+  checks no key (probes, the spec, the UI) still answers. Each worker learns that from
+  its own 401s, so right after the limit is reached one more guess per worker can still
+  be checked.
 - A policy left out is not limited; /healthz, /readyz, the spec, the UI and /metrics
   never count against a key.
 

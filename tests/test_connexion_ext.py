@@ -687,3 +687,19 @@ def test_a_header_of_another_type_than_string_is_checked_as_its_text() -> None:
     flag = [{"name": "X-Flag", "in": "header", "schema": {"type": "boolean"}}]
     [problem] = _validated(flag, b"", headers=[(b"x-flag", b"true")])
     assert (problem["parameter"], problem["in"]) == ("X-Flag", "header")
+
+
+def test_the_response_validator_reads_the_request_method_from_its_scope() -> None:
+    # JSONResponseBodyValidator keeps the request's scope as `_scope`: a HEAD's answer is
+    # sent unchecked (no body), any other is checked against the schema.
+    from connexion_ext.validators import JSONResponseValidator
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        pass
+
+    def validator(method: str) -> JSONResponseValidator:
+        scope = {"type": "http", "method": method, "headers": []}
+        return JSONResponseValidator(scope, schema={"type": "object"}, encoding="utf-8")
+
+    assert validator("HEAD").wrap_send(send) is send
+    assert validator("GET").wrap_send(send) is not send
