@@ -10,7 +10,7 @@ import apikeys
 import connexion_ext
 import problems
 import storage
-from contract import SPEC_URL, UI_PATH, load_spec
+from contract import SPEC_URL, UI_PATH, contract_methods, load_spec
 from handlers import root
 from logging_ext import JsonLogging
 from middleware.body_guard import BodyLimitMiddleware, StrictJsonMiddleware
@@ -21,8 +21,8 @@ from middleware.rate_limits import KeyRateLimits, RateLimitAnswers, RateLimits
 from settings import Settings, SettingsError
 
 OUTSIDE_HANDLERS = MiddlewarePosition.BEFORE_EXCEPTION
-# Everything a browser on an allowed origin may send and read (CORS_ORIGINS).
-CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Everything a browser on an allowed origin may send and read (CORS_ORIGINS), besides
+# the contract's methods.
 CORS_REQUEST_HEADERS = ["X-API-Key", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
 CORS_RESPONSE_HEADERS = [
     *("ETag", "Location", "Link", "X-Request-ID"),
@@ -97,7 +97,7 @@ def _add_middleware(
             ProblemCORSMiddleware,
             position=OUTSIDE_HANDLERS,
             allow_origins=list(settings.cors_origins),
-            allow_methods=CORS_METHODS,
+            allow_methods=contract_methods(spec),
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_RESPONSE_HEADERS,
         )
@@ -127,7 +127,9 @@ def _add_middleware(
         app.add_middleware(
             KeyRateLimits, position=MiddlewarePosition.BEFORE_VALIDATION, limits=limits
         )
-    app.add_middleware(StrictJsonMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(
+        StrictJsonMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, spec=spec
+    )
 
 
 def __getattr__(name: str) -> Any:

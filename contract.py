@@ -30,6 +30,11 @@ def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]
                 yield path, method, operation
 
 
+def contract_methods(spec: dict[str, Any]) -> list[str]:
+    """Every HTTP method some operation answers, in upper case, in the spec's order."""
+    return list(dict.fromkeys(method.upper() for _path, method, _op in operations(spec)))
+
+
 def allowed_methods(spec: dict[str, Any], path: str) -> list[str]:
     """What a 405 on `path` lists in Allow: its operations, HEAD last (wherever GET is)."""
     methods = [method.upper() for method in spec["paths"][path] if method in METHODS]

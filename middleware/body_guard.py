@@ -18,19 +18,19 @@ import json
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
+from connexion.exceptions import UnsupportedMediaTypeProblem
 from gevent import Timeout
 from gevent.monkey import is_module_patched
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connexion_ext import operation_id
+from connexion_ext import messages, operation_id
 from connexion_ext.channels import replay
+from contract import operations
 from problems import ProblemResponse
 
 MAX_DEPTH = 32
-WRITES = ("POST", "PUT", "PATCH")
 
 
 class BodyRejected(Exception):
@@ -38,6 +38,10 @@ class BodyRejected(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class NotIJson(ValueError):
+    """The body is not I-JSON (RFC 7493); the message says why, as a 400's `errors` entry."""
 
 
 class BodyLimitMiddleware:
@@ -121,16 +125,23 @@ def _has_no_body(scope: Scope, headers: Headers) -> bool:
 class StrictJsonMiddleware:
     """Refuse JSON bodies that are not I-JSON; runs after the caller is authenticated."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, spec: dict[str, Any]) -> None:
         self.app = app
+        # The operations that take a body (the contract's requestBody).
+        self.with_body = frozenset(
+            operation["operationId"]
+            for _path, _method, operation in operations(spec)
+            if "requestBody" in operation
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not operation_id(scope):
+        routed = operation_id(scope) if scope["type"] == "http" else None
+        if not routed:
             # Unrouted requests end in a 404 without anyone reading their body.
             await self.app(scope, receive, send)
             return
         content_type = Headers(scope=scope).get("content-type")
-        untyped_write = content_type is None and scope["method"] in WRITES
+        untyped_write = content_type is None and routed.rsplit(".", 1)[-1] in self.with_body
         if not (untyped_write or _is_json(content_type)):
             await self.app(scope, receive, send)
             return
@@ -142,41 +153,44 @@ class StrictJsonMiddleware:
         if body:
             try:
                 check_json(body)
-            except BodyRejected as rejected:
-                raise BadRequestProblem(detail=rejected.detail) from None
+            except NotIJson as refused:
+                raise messages.invalid_request([{"pointer": "", "detail": str(refused)}]) from None
         await self.app(scope, replay(body, receive), send)
 
 
 def check_json(body: bytes) -> None:
-    """Raise BodyRejected unless body is I-JSON (RFC 7493): UTF-8, unique keys, finite
+    """Raise NotIJson unless body is I-JSON (RFC 7493): UTF-8, unique keys, finite
     numbers, no lone surrogates; and not nested too deep."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BodyRejected(400, "The body is not valid UTF-8.") from None
+        raise NotIJson("the body is not valid UTF-8") from None
     try:
         document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
-    except BodyRejected:
+    except NotIJson:
         raise
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers malformed JSON and integers too long to convert (> 4300 digits).
-        raise BodyRejected(400, f"The body is not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise NotIJson(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise NotIJson(f"the body is not valid JSON: {exc}") from None
+    except ValueError:  # int() refuses the digits of a number (sys.int_info)
+        raise NotIJson("the body holds a number of more than 4300 digits") from None
     if _depth(document) > MAX_DEPTH:
-        raise BodyRejected(400, f"The body is nested deeper than {MAX_DEPTH} levels.")
+        raise NotIJson(f"the body is nested deeper than {MAX_DEPTH} levels")
     if "\\u" in text and _has_lone_surrogate(document):
-        raise BodyRejected(400, "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff).")
+        raise NotIJson("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [key for key, _ in pairs]
     if len(keys) != len(set(keys)):
         duplicated = sorted({key for key in keys if keys.count(key) > 1})
-        raise BodyRejected(400, f"The body repeats the key(s) {', '.join(duplicated)[:200]}.")
+        raise NotIJson(f"the body repeats the key(s) {messages.cut(', '.join(duplicated))}")
     return dict(pairs)
 
 
 def _no_constants(name: str) -> None:
-    raise BodyRejected(400, f"{name} is not a JSON number.")
+    raise NotIJson(f"{name} is not a JSON number")
 
 
 def _depth(document: Any) -> int:
