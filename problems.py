@@ -41,9 +41,11 @@ def problem_body(
     detail: str,
     title: str | None = None,
     errors: Sequence[Mapping[str, str]] | None = None,
+    request_id: str | None = None,
 ) -> bytes:
     """The document; `errors` (openapi.yaml, ProblemError) lists what a 400 found, each
-    with its place: a JSON pointer into the body, or a parameter's name and `in`."""
+    with its place: a JSON pointer into the body, or a parameter's name and `in`.
+    `request_id`: the current request's unless given."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -52,7 +54,7 @@ def problem_body(
     }
     if errors:
         body["errors"] = list(errors)
-    body["request_id"] = current_request_id()
+    body["request_id"] = request_id or current_request_id()
     return json.dumps(body, ensure_ascii=False).encode()
 
 

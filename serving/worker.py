@@ -15,6 +15,11 @@ gets, and a recycled worker's replacement made the first requests it took wait f
 
 `run` is GeventWorker.run of gunicorn 27.0 (the StreamServer path, without TLS) with
 those steps added; the import below fails on another major version.
+
+What gunicorn refuses itself, before the app sees a request (a request line over
+limit_request_line: 414; too many or too long headers: 431; bytes that are not HTTP:
+400), it answers with an HTML page; `write_problem` takes the place of gunicorn's
+`util.write_error` in the workers, so those are problem documents like every other error.
 """
 
 import time
@@ -26,7 +31,7 @@ from typing import Any
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gunicorn import version_info
+from gunicorn import util, version_info
 from gunicorn.workers import ggevent
 
 from serving.backlog import close_answering_the_backlog
@@ -35,7 +40,33 @@ if version_info[0] != 27:
     raise ImportError(f"serving.worker was checked against gunicorn 27, not {version_info}")
 
 
+def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's util.write_error, answering with a problem document (RFC 9457)."""
+    import structlog
+
+    from connexion_ext.messages import cut
+    from logging_ext import choose_request_id
+    from problems import PROBLEM_JSON, SERVER_FAILED, problem_body
+
+    request_id = choose_request_id(None)
+    detail = cut(mesg) if mesg else SERVER_FAILED if status_int >= 500 else reason
+    body = problem_body(status_int, detail, title=reason, request_id=request_id)
+    structlog.get_logger("users_api.access").warning(
+        "request refused before the app", status=status_int, request_id=request_id
+    )
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-ID: {request_id}\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]
+    def init_process(self) -> None:
+        util.write_error = write_problem  # in this worker process only, before serving
+        super().init_process()
+
     def run(self) -> None:
         if self.cfg.is_ssl:
             raise RuntimeError("serving.worker.GeventWorker serves plain HTTP; TLS ends before")

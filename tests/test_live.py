@@ -342,6 +342,33 @@ def test_undecodable_targets_get_a_problem_not_an_html_500(live_server, target, 
     assert json.loads(body)["status"] == status
 
 
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"GET /v1/users?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n", 414),
+        (b"GET /v1/users HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 101, 431),
+        (b"GET /v1/users HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n", 431),
+        (b"NOT AN HTTP REQUEST\r\n", 400),
+    ],
+    ids=["long-request-line", "too-many-headers", "long-header", "garbage"],
+)
+def test_what_gunicorn_refuses_itself_is_a_problem_document_too(live_server, request_head, status):
+    port = int(live_server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_head + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split()[1]) == status, answer[:300]
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert headers[b"Content-Type"] == b"application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert problem["request_id"] == headers[b"X-Request-ID"].decode()
+    assert len(problem["detail"]) <= 200  # the client's bytes are not echoed whole
+
+
 def test_a_large_body_on_a_get_is_refused_before_it_is_buffered(one_worker):
     """The body limit holds for every method: a GET's body is read too, by the bridge."""
     (worker,) = worker_pids(one_worker.process.pid)
