@@ -1,6 +1,8 @@
 """gunicorn settings for users-api: `gunicorn -c gunicorn.conf.py` serves the app.
 
-Environment variables are read here and only here; every default is safe to run.
+Settings come from the environment through settings.Settings, as the app's do; every
+default is safe to run. (PROMETHEUS_MULTIPROC_DIR is prometheus_client's own variable:
+set here for the workers when the operator has not.)
 """
 
 import logging
