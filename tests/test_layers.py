@@ -1,6 +1,6 @@
 """The code's layers point one way: a module imports only from the layers below its own.
 
-From the bottom up (README, "The code"); a room may import itself, never a room beside
+From the bottom up (CONTRIBUTING.md, "The code"); a room may import itself, never a room beside
 or above it.
 """
 
