@@ -84,10 +84,11 @@ image:
 image-test: install-dev
 	PODMAN="$(PODMAN)" $(BIN)/python -m pytest tests/e2e -m image --no-cov
 
-# Do the in-process tests fail when the code is broken? mutmut mutates handlers/, storage/,
-# middleware/, logging_ext/ and connexion_ext/bridge.py one change at a time, runs the tests
-# that reach each change, and tools/mutation_report.py prints the score per module (goal:
-# 90%; every survivor explained in tests/mutation-survivors.md). Slow: not part of `test`.
+# Do the in-process tests fail when the code is broken? mutmut mutates the request path
+# (handlers/, storage/, middleware/, logging_ext/, connexion_ext/, problems.py, apikeys.py,
+# etags.py) one change at a time, runs the tests that reach each change, and
+# tools/mutation_report.py prints the score per module (goal: 90%; every survivor
+# explained in tests/mutation-survivors.md). Slow: not part of `test`.
 mutation: install-dev
 	rm -rf mutants
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children $(or $(JOBS),2) \
