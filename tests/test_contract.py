@@ -5,6 +5,8 @@ against the spec too. Examples are bounded and seeded by hypothesis's database-f
 defaults; `make fuzz` (live server) goes deeper.
 """
 
+from dataclasses import replace
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -21,6 +23,20 @@ FUZZ = settings(
     database=None,
     suppress_health_check=list(HealthCheck),
 )
+
+
+# The service as it starts by default, and with the opt-in guards on: every write must
+# name the version it changes (428 without If-Match) and every answer carries RateLimit
+# fields (limits far above what the fuzzer sends, so no case is refused for its pace).
+GUARDED = {
+    "require_if_match": True,
+    "rate_limits": "read=1000/second,write=1000/second,unknown=1000/second",
+}
+
+
+@pytest.fixture(name="settings", params=["default", "guarded"])
+def service_settings(request, settings):  # type: ignore[no-untyped-def]
+    return replace(settings, **GUARDED) if request.param == "guarded" else settings
 
 
 @pytest.fixture
