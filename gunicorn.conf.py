@@ -5,6 +5,7 @@ default is safe to run. (PROMETHEUS_MULTIPROC_DIR is prometheus_client's own var
 set here for the workers when the operator has not.)
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -193,14 +194,32 @@ def pre_request(worker, req):  # type: ignore[no-untyped-def]
         worker.max_requests += max(1, max_requests // 50)
 
 
+# A turn not handed back within this many seconds (its new worker never booted, say) is
+# given up, so that one lost recycle cannot stop every later one. A boot takes 1-3 s.
+RECYCLE_TURN_LIMIT = 60.0
+
+
 def _take_recycling_turn() -> bool:
     try:
         turn = os.open(_RECYCLING, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return False
+        if not _turn_is_stale():
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_RECYCLING)
+        return _take_recycling_turn()
     os.write(turn, repr(time.monotonic()).encode())
     os.close(turn)
     return True
+
+
+def _turn_is_stale() -> bool:
+    try:
+        with open(_RECYCLING, encoding="ascii") as turn:
+            taken_at = float(turn.read())
+    except (FileNotFoundError, ValueError):
+        return False  # gone already, or being written this instant
+    return time.monotonic() - taken_at > RECYCLE_TURN_LIMIT
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
@@ -232,8 +251,9 @@ def _retire_the_oldest(worker):  # type: ignore[no-untyped-def]
         return
     os.kill(worker.ppid, signal.SIGTTOU)
     gevent.sleep(1.0)
-    os.unlink(_RECYCLING)
-    os.unlink(claimed)
+    for done in (_RECYCLING, claimed):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(done)
 
 
 def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 import storage
 from apikeys import new_key
@@ -355,3 +356,12 @@ def call_wsgi(wsgi, environ):  # type: ignore[no-untyped-def]
     body = b"".join(wsgi(environ, start_response))
     [(status, headers)] = started
     return status, dict(headers), body
+
+
+def report(request: pytest.FixtureRequest, topic: str, line: str) -> None:
+    """Show a measured figure in pytest's output, past output capturing."""
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"{topic}: {line}")

@@ -69,3 +69,28 @@ def test_closing_answers_every_connection_already_queued():
     assert [client.recv(4) for client in clients] == [b"pong"] * 8
     for client in clients:
         client.close()
+
+
+def test_a_recycling_turn_never_handed_back_is_given_up_after_a_while(tmp_path, monkeypatch):
+    """gunicorn.conf.py: one recycle at a time, but a lost one does not stop the rest."""
+    import logging
+    import runpy
+    import time
+
+    from tests.helpers import ROOT
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # so it sets none
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    logging.captureWarnings(False)  # the config routes warnings to logs; pytest wants them
+    turn = config["_RECYCLING"]
+    try:
+        assert config["_take_recycling_turn"]() is True
+        assert config["_take_recycling_turn"]() is False  # one at a time
+        stale = time.monotonic() - config["RECYCLE_TURN_LIMIT"] - 1
+        with open(turn, "w", encoding="ascii") as held:
+            held.write(repr(stale))
+        assert config["_take_recycling_turn"]() is True  # the lost turn is taken over
+        with open(turn, encoding="ascii") as taken:
+            assert float(taken.read()) > stale
+    finally:
+        config["on_exit"](None)

@@ -6,6 +6,7 @@ serve`) over TCP and checks that every request ends, with an answer, within a bo
 
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -32,6 +33,7 @@ from tests.helpers import (
     LiveServer,
     free_port,
     migrated,
+    report,
     start_gunicorn,
 )
 
@@ -90,6 +92,8 @@ def create_on_a_new_connection(http: httpx.Client, i: int) -> tuple[str, int | N
         return "reset", None
     except httpx.RemoteProtocolError:
         return "dropped", None  # accepted, then closed without an answer
+    except httpx.TimeoutException:
+        return "timed out", None  # accepted (or queued), never answered in time
     if response.status_code == 201:
         return "201", response.json()["id"]
     return str(response.status_code), None
@@ -397,7 +401,7 @@ def test_a_slow_body_ends_in_408_and_others_are_served_meanwhile(tmp_path, sqlit
 # 6. Worker recycling never stalls the service --------------------------------------------
 
 
-def test_recycling_workers_never_stalls_a_request(tmp_path, sqlite_url):
+def test_recycling_workers_never_stalls_a_request(tmp_path, sqlite_url, request):
     server = start_gunicorn(tmp_path, migrated(sqlite_url), workers=2, MAX_REQUESTS="150")
     try:
         # Recycling is the subject, not start-up: both workers up before the load begins.
@@ -425,10 +429,26 @@ def test_recycling_workers_never_stalls_a_request(tmp_path, sqlite_url):
         with ThreadPoolExecutor(len(paths)) as pool:
             list(pool.map(steady, paths))
         recycled = server.log().count("recycling: asking for a new worker")
+        boots = [float(t) for t in re.findall(r"worker booted in ([0-9.]+) s", server.log())]
+        report(
+            request,
+            "recycling",
+            f"{recycled} recycles, {len(latencies)} requests, slowest"
+            f" {max(latency[0] for latency in latencies) * 1000:.0f} ms; workers booted in"
+            f" {', '.join(f'{t:.2f}' for t in boots)} s",
+        )
         slow = sorted(latency for latency in latencies if latency[0] > 1)
         errors = [latency for latency in latencies if latency[2] != 200]
         assert not errors, errors[:5]
         assert not slow, f"{len(slow)} of {len(latencies)} over 1 s: {slow[-5:]}"
-        assert recycled >= 2, f"only {recycled} recycles in {len(latencies)} requests"
+        story = [
+            line
+            for line in server.log().splitlines()
+            if "recycl" in line
+            or "ttin" in line.lower()
+            or "ttou" in line.lower()
+            or "booted" in line
+        ]
+        assert recycled >= 2, f"only {recycled} recycles in {len(latencies)} requests: {story}"
     finally:
         assert server.stop() == 0

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import API_KEYS, ROOT, LiveServer, assert_problem, free_port
+from tests.helpers import API_KEYS, ROOT, LiveServer, assert_problem, free_port, report
 
 pytestmark = pytest.mark.image
 
@@ -39,15 +39,6 @@ MAX_IMAGE_BYTES = 450_000_000
 def podman(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     kwargs.setdefault("check", True)
     return subprocess.run([*PODMAN, *args], capture_output=True, text=True, **kwargs)
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Show a measured figure in pytest's output, past output capturing."""
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"image: {line}")
 
 
 def make_image(tag: str, *flags: str) -> str:
@@ -94,7 +85,7 @@ def image(request: pytest.FixtureRequest) -> Iterator[Image]:
         failed = make_image(tag)
         if failed:
             pytest.fail(f"make image failed:\n{failed}")
-        report(request, f"make image took {time.monotonic() - started:.0f} s")
+        report(request, "image", f"make image took {time.monotonic() - started:.0f} s")
         (inspected,) = json.loads(podman("image", "inspect", tag).stdout)
         # podman reports HEALTHCHECK beside Config, docker inside it.
         health = inspected.get("Healthcheck") or inspected["Config"].get("Healthcheck") or {}
@@ -205,7 +196,7 @@ def served(
     env = {**image.env, "API_KEYS": API_KEYS, "PORT": str(free_port()), "WEB_CONCURRENCY": "2"}
     tmp_path = tmp_path_factory.mktemp("image")
     start = run_as_container if podman_run_works(image) else run_from_rootfs
-    report(request, f"started with {start.__name__}")
+    report(request, "image", f"started with {start.__name__}")
     with start(image, tmp_path, env) as served:
         yield served
 
@@ -287,7 +278,7 @@ def test_the_image_holds_no_test_tools(served: Served) -> None:
 
 
 def test_the_image_stays_small(image: Image, request: pytest.FixtureRequest) -> None:
-    report(request, f"size {image.size / 1e6:.0f} MB")
+    report(request, "image", f"size {image.size / 1e6:.0f} MB")
     assert image.size < MAX_IMAGE_BYTES
 
 
