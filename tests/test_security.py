@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+import apikeys
 from apikeys import ApiKey, KeyConfigError, new_key
 from settings import Settings
 from tests.helpers import READ_KEY, ROOT, WRITE_KEY, assert_problem
@@ -289,23 +290,49 @@ class TestKeys:
         key, entry = fields["key"].strip(), fields["API_KEYS"].strip()
         assert ApiKey.parse(entry).digest == hashlib.sha256(key.encode()).digest()
 
-    def test_the_dev_key_is_created_once_and_kept(self, tmp_path):
-        def dev():
-            return subprocess.run(
-                [sys.executable, "-m", "apikeys", "dev"],
-                cwd=tmp_path,
-                env={"PYTHONPATH": str(ROOT)},
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-
-        first, second = dev(), dev()
-        assert "WARNING" in first.stderr and "DEVELOPMENT" in first.stderr
-        assert "WARNING" not in second.stderr
-        assert first.stdout == second.stdout
-        ApiKey.parse(first.stdout.strip())
+    def test_the_dev_key_is_created_once_and_kept(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        assert apikeys.main(["dev"]) == 0
+        first = capsys.readouterr()
+        assert apikeys.main(["dev"]) == 0
+        second = capsys.readouterr()
+        key, entry = (tmp_path / ".dev-api-key").read_text(encoding="utf-8").splitlines()
+        # The first run shows the key once, on stderr; stdout is only the API_KEYS entry.
+        assert "WARNING" in first.err and "DEVELOPMENT" in first.err and key in first.err
+        assert first.out == second.out == entry + "\n"
+        assert "WARNING" not in second.err and key not in second.err
+        assert ".dev-api-key" in second.err  # says which key it is using
+        parsed = ApiKey.parse(entry)
+        assert (parsed.name, parsed.role) == ("dev", "write")
+        assert parsed.digest == hashlib.sha256(key.encode()).digest()
         assert (tmp_path / ".dev-api-key").stat().st_mode & 0o077 == 0
+
+    def test_the_key_command_in_process(self, capsys):
+        assert apikeys.main(["new", "carol", "read"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        key = lines[0].removeprefix("key:").strip()
+        entry = lines[1].removeprefix("API_KEYS:").strip()
+        assert lines[0].startswith("key: ") and lines[1].startswith("API_KEYS: ")
+        assert entry == f"carol:read:{hashlib.sha256(key.encode()).hexdigest()}"
+        assert "only the API_KEYS entry" in lines[2]
+
+    @pytest.mark.parametrize(
+        ("argv", "complaint"),
+        [
+            (["new", "carol", "admin"], "error: role must be read or write, not 'admin'"),
+            (["new", "", "read"], "error: a key name must be non-empty, without ':' or ','"),
+            (["new", "a:b", "read"], "error: a key name must be non-empty, without ':' or ','"),
+            (["new", "a,b", "read"], "error: a key name must be non-empty, without ':' or ','"),
+        ],
+    )
+    def test_the_key_command_refuses_what_api_keys_could_not_hold(self, argv, complaint, capsys):
+        assert apikeys.main(argv) == 2
+        assert capsys.readouterr().err.strip() == complaint
+
+    @pytest.mark.parametrize("argv", [[], ["new", "carol"], ["old", "a", "b"], ["dev", "x"]])
+    def test_the_key_command_explains_itself_when_called_wrongly(self, argv, capsys):
+        assert apikeys.main(argv) == 2
+        assert "python -m apikeys new NAME ROLE" in capsys.readouterr().err
 
 
 def test_the_key_check_inspects_no_signature_per_request(client, monkeypatch):
