@@ -33,11 +33,8 @@ from problems import ProblemResponse
 MAX_DEPTH = 32
 
 
-class BodyRejected(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+class BodyTooLarge(Exception):
+    """The body is, or says it will be, larger than max_bytes."""
 
 
 class NotIJson(ValueError):
@@ -64,8 +61,9 @@ class BodyLimitMiddleware:
             self._check_declared_length(headers.get("content-length"))
             with self._in_time(headers) as deadline:
                 body = await self._read(scope, receive)
-        except BodyRejected as rejected:
-            await ProblemResponse(rejected.status, rejected.detail)(scope, receive, send)
+        except BodyTooLarge:
+            detail = f"The body may be at most {self.max_bytes} bytes."
+            await ProblemResponse(413, detail)(scope, receive, send)
             return
         except Timeout as timeout:
             if timeout is not deadline:
@@ -98,7 +96,7 @@ class BodyLimitMiddleware:
             and declared.isdigit()
             and int(declared) > self.max_bytes
         ):
-            raise self._too_large()
+            raise BodyTooLarge
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         """Read the body, giving up as soon as it grows past the limit (chunked too)."""
@@ -106,11 +104,8 @@ class BodyLimitMiddleware:
         async for chunk in Request(scope, receive).stream():
             body += chunk
             if len(body) > self.max_bytes:
-                raise self._too_large()
+                raise BodyTooLarge
         return bytes(body)
-
-    def _too_large(self) -> BodyRejected:
-        return BodyRejected(413, f"The body may be at most {self.max_bytes} bytes.")
 
 
 def _has_no_body(scope: Scope, headers: Headers) -> bool:

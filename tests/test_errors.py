@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from connexion_ext.messages import echo
 from contract import load_spec
 from problems import init_app as use_problem_documents
 from tests.helpers import assert_problem, user_count
@@ -65,9 +66,24 @@ class TestParameters:
         assert response.json()["detail"].startswith("3 problems: ")
 
     def test_a_value_past_any_bound_is_told_as_the_bound(self, client):
-        errors = problems(client.get("/v1/users?limit=" + "9" * 5000))
-        assert errors[0]["detail"].startswith("limit must be at most 100, not ")
-        assert len(errors[0]["detail"]) < 150
+        # More digits than any bound has: not converted, just told which bound it breaks.
+        huge, below = "9" * 5000, "-" + "9" * 40
+        [too_big] = problems(client.get(f"/v1/users?limit={huge}"))
+        assert too_big == {
+            "parameter": "limit",
+            "in": "query",
+            "detail": f'limit must be at most 100, not "{huge[:98]}…',
+        }
+        [too_small] = problems(client.get(f"/v1/users?after={below}"))
+        assert too_small["detail"] == f'after must be at least 0, not "{below}"'
+
+    def test_an_operation_without_query_parameters_says_so(self, client):
+        [error] = problems(client.get("/v1/users/1?colour=red"))
+        assert error == {
+            "parameter": "colour",
+            "in": "query",
+            "detail": "colour is not a query parameter of this operation (they are none)",
+        }
 
     def test_a_repeated_parameter_is_named(self, client):
         assert problems(client.get("/v1/users?limit=1&limit=2")) == [
@@ -196,3 +212,19 @@ def test_every_error_handler_is_a_coroutine_function():
     use_problem_documents(Recorder(), load_spec())  # type: ignore[arg-type]
     assert len(registered) >= 9
     assert [kind for kind, handler in registered if not asyncio.iscoroutinefunction(handler)] == []
+
+
+class TestEcho:
+    """How a client's value is quoted back: JSON, UTF-8 as written, at most 100 characters."""
+
+    def test_values_are_json_and_keep_their_characters(self):
+        assert echo(None) == "null" and echo(True) == "true" and echo([{"a": 1}]) == '[{"a": 1}]'
+        assert echo("张三") == '"张三"'
+
+    def test_what_json_cannot_hold_is_quoted_as_text(self):
+        assert echo(b"\x00") == "\"b'\\\\x00'\""
+
+    def test_100_characters_are_kept_and_101_are_cut_to_100(self):
+        fits, over = "x" * 98, "x" * 99  # 100 and 101 characters with their quotes
+        assert echo(fits) == f'"{fits}"'
+        assert echo(over) == f'"{"x" * 98}…' and len(echo(over)) == 100

@@ -446,6 +446,12 @@ class TestLoggingSetup:
         ]
         assert lines[0]["n"] == 1 and lines[2]["pid"] == os.getpid()
 
+    def test_a_logger_made_without_a_name_says_none(self, capsys):
+        configure_logging(level="INFO", log_format="json")
+        structlog.get_logger().info("nameless")
+        [line] = parsed(capsys.readouterr().out)
+        assert (line["logger"], line["event"]) == ("", "nameless")
+
     def test_the_level_applies_to_ours_and_theirs(self, capsys):
         configure_logging(level="warning", log_format="json")
         lines = parsed(self.emit(capsys))
