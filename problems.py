@@ -83,12 +83,9 @@ class ProblemResponse(Response):
         status: int,
         detail: str,
         *,
-        title: str | None = None,
         headers: Mapping[str, str] | None = None,
-        errors: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
-        body = problem_body(status, detail, title, errors)
-        super().__init__(body, status_code=status, headers=headers)
+        super().__init__(problem_body(status, detail), status_code=status, headers=headers)
 
 
 class ProblemBoundary:
@@ -116,11 +113,15 @@ class ProblemBoundary:
 
 
 async def contract_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    """Validation, security and media-type problems raised by connexion's middleware."""
+    """Validation, security and media-type problems raised by connexion's middleware.
+
+    A 5xx among them is an answer that breaks the contract (response validation): the
+    fault is ours, so it is logged whole and the client gets the plain 500."""
     assert isinstance(exc, ProblemException)
-    # jsonschema appends the failing schema and instance after a blank line; the first
-    # paragraph says what is wrong, the rest is noise for a client.
-    detail = str(exc.detail or exc.title or "").split("\n\n")[0]
+    detail = str(exc.detail or exc.title or "")
+    if exc.status >= 500:
+        log.error("answer breaks the contract", reason=detail)
+        return problem(500, SERVER_FAILED)
     errors = (exc.ext or {}).get("errors")
     return problem(exc.status, detail, title=exc.title, headers=exc.headers, errors=errors)
 

@@ -11,6 +11,7 @@ import pytest
 
 from connexion_ext.messages import echo
 from contract import load_spec
+from problems import SERVER_FAILED
 from problems import init_app as use_problem_documents
 from tests.helpers import assert_problem, user_count
 
@@ -185,6 +186,31 @@ class TestBody:
 
         response = client.post("/v1/users", content=chunks(), headers=JSON)
         assert response.status_code == 201, response.text
+
+
+def test_a_client_text_with_blank_lines_is_quoted_whole(client):
+    # The details are ours: nothing after a blank line is cut as if it were jsonschema's.
+    name = "nick\n\nname"
+    response = client.post("/v1/users", json={"name": "Ada", "age": 3, name: 1})
+    [error] = problems(response)
+    assert error["detail"].startswith(f"{name} is not a field here")
+    assert response.json()["detail"].startswith(f"{name} is not a field here")
+
+
+def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, client, capsys):
+    # A row the contract cannot hold (written past the API): response validation stops
+    # the answer, and the client learns nothing of the schema, only the request id.
+    store = app.app.extensions["user_store"]
+    user = store.create(name="x" * 101, age=3)
+    capsys.readouterr()
+    response = client.get(f"/v1/users/{user.id}")
+    body = assert_problem(response, 500)
+    assert body["detail"] == SERVER_FAILED
+    assert "errors" not in body and "schema" not in response.text
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    [broken] = [line for line in logged if line["event"] == "answer breaks the contract"]
+    assert broken["level"] == "error" and "name" in broken["reason"]
+    assert broken["request_id"] == body["request_id"]
 
 
 def test_the_spec_documents_the_errors_member():
