@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from connexion.exceptions import Forbidden
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +97,10 @@ def api_key_info(key: str, required_scopes: list[str] | None = None) -> dict[str
     structlog.contextvars.bind_contextvars(api_key=api_key.name)
     missing = set(required_scopes or ()) - granted
     if missing:
+        # Imported here: connexion's import warns on stderr, and `python -m apikeys`
+        # (what `make run` and `make key` call) needs none of it.
+        from connexion.exceptions import Forbidden
+
         needed = sorted(missing)[0]
         raise Forbidden(
             detail=f"Key {api_key.name!r} has role {api_key.role!r}; this needs {needed!r}."

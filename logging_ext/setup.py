@@ -176,5 +176,9 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
             "gunicorn.access": {"handlers": [], "propagate": False},
             # Alembic narrates every migration step at INFO; keep its warnings only.
             "alembic": {"level": "WARNING"},
+            # SQLAlchemy's pool (our FairQueuePool logs under its module's name) tells each
+            # dispose and re-creation at INFO; connexion tells where it serves the spec.
+            "storage.pool": {"level": "WARNING"},
+            "connexion.middleware.swagger_ui": {"level": "WARNING"},
         },
     }

@@ -59,3 +59,21 @@ def test_gunicorn_from_the_runtime_lock_alone_serves_a_create_read_delete_round_
             assert_problem(http.get(location), 404)
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_make_runs_development_key_comes_without_python_warnings(
+    runtime_venv: Path, tmp_path: Path
+) -> None:
+    # `make run` asks `python -m apikeys dev` for a key before gunicorn starts; what it
+    # prints is the banner for the user, not a library's deprecation notice.
+    made = subprocess.run(
+        [str(runtime_venv / "bin" / "python"), "-m", "apikeys", "dev"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert made.stdout.startswith("dev:write:"), made.stdout
+    assert "Warning" not in made.stderr, made.stderr
+    assert "X-API-Key: " in made.stderr
