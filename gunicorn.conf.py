@@ -69,12 +69,12 @@ keepalive = 5
 # accepted for seconds (every request, /healthz too, waited 4.5 to 6.8 s), and even one
 # at a time left the rest alone with all the traffic while the new one booted. Here
 # (pre_request, post_worker_init) the replacement boots first, beside the workers that
-# keep serving, and only then does the oldest worker stop; one recycle at a time.
+# keep serving, and only then does the recycling worker stop; one recycle at a time.
 max_requests = settings.max_requests
 max_requests_jitter = max_requests // 10
 # The recycle under way: a file made with O_EXCL (atomic across processes) holding the
-# monotonic time it was made; the first worker forked after that claims it (another
-# O_EXCL file, named after that time).
+# monotonic time it was made and the pid of the worker to retire; the first worker forked
+# after that claims it (another O_EXCL file, named after that time).
 _RECYCLING = os.path.join(tempfile.mkdtemp(prefix="users-api-run-"), "recycling")
 
 # Request line and header limits: refuse absurd requests before the app sees them.
@@ -182,8 +182,8 @@ def _stop_gracefully_on_sigterm(arbiter):  # type: ignore[no-untyped-def]
 def pre_request(worker, req):  # type: ignore[no-untyped-def]
     """A worker about to reach max_requests asks the master for one more worker (TTIN)
     and serves on; when that one has booted it asks the master for one fewer (TTOU),
-    and the master stops the oldest worker, gracefully. While another recycle is under
-    way, the worker asks again a little later."""
+    and the master stops the asking worker, gracefully (nworkers_changed). While another
+    recycle is under way, the worker asks again a little later."""
     if worker.nr + 1 < worker.max_requests or not worker.alive:
         return
     if _take_recycling_turn():
@@ -208,18 +208,37 @@ def _take_recycling_turn() -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_RECYCLING)
         return _take_recycling_turn()
-    os.write(turn, repr(time.monotonic()).encode())
+    os.write(turn, f"{time.monotonic()!r} {os.getpid()}".encode())
     os.close(turn)
     return True
 
 
-def _turn_is_stale() -> bool:
+def _read_turn() -> tuple[str, int] | None:
+    """The recycle under way: when it began (as written) and the worker to retire."""
     try:
         with open(_RECYCLING, encoding="ascii") as turn:
-            taken_at = float(turn.read())
+            taken_at, pid = turn.read().split()
+        float(taken_at)
+        return taken_at, int(pid)
     except (FileNotFoundError, ValueError):
-        return False  # gone already, or being written this instant
-    return time.monotonic() - taken_at > RECYCLE_TURN_LIMIT
+        return None  # none, or being written this instant
+
+
+def _turn_is_stale() -> bool:
+    turn = _read_turn()
+    return turn is not None and time.monotonic() - float(turn[0]) > RECYCLE_TURN_LIMIT
+
+
+def nworkers_changed(server, new_value, old_value):  # type: ignore[no-untyped-def]
+    """In the master, before it acts on TTOU by stopping its oldest worker: a recycle's
+    own worker is made the oldest. Otherwise another would stop in its place, and the
+    recycling one, with no request limit left, would serve on for good."""
+    turn = _read_turn()
+    if old_value is None or new_value >= old_value or turn is None:
+        return
+    retiring = server.WORKERS.get(turn[1])
+    if retiring is not None:
+        retiring.age = min(worker.age for worker in server.WORKERS.values()) - 1
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
@@ -228,26 +247,25 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Booted: the app is loaded and the worker is about to accept (the spawned greenlet
-    runs once it does). If a recycle is under way that it was forked for, the oldest
+    runs once it does). If a recycle is under way that it was forked for, the recycling
     worker can go now; the next recycle may begin a second later, when this one has
     served some requests."""
     import gevent
 
     worker.log.info("worker booted in %.2f s", time.monotonic() - worker.forked_at)
-    gevent.spawn(_retire_the_oldest, worker)
+    gevent.spawn(_retire_the_recycled, worker)
 
 
-def _retire_the_oldest(worker):  # type: ignore[no-untyped-def]
+def _retire_the_recycled(worker):  # type: ignore[no-untyped-def]
     import gevent
 
+    turn = _read_turn()
+    if turn is None or float(turn[0]) >= worker.forked_at:
+        return  # none, or one that began after this worker was forked: not its own
+    claimed = f"{_RECYCLING}.{turn[0]}"
     try:
-        with open(_RECYCLING, encoding="ascii") as turn:
-            taken_at = turn.read()
-        if float(taken_at) >= worker.forked_at:
-            return  # a recycle that began after this worker was forked is not its own
-        claimed = f"{_RECYCLING}.{taken_at}"
         os.close(os.open(claimed, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except (FileNotFoundError, FileExistsError, ValueError):
+    except (FileExistsError, FileNotFoundError):  # claimed already, or stopping
         return
     os.kill(worker.ppid, signal.SIGTTOU)
     gevent.sleep(1.0)

@@ -88,9 +88,37 @@ def test_a_recycling_turn_never_handed_back_is_given_up_after_a_while(tmp_path, 
         assert config["_take_recycling_turn"]() is False  # one at a time
         stale = time.monotonic() - config["RECYCLE_TURN_LIMIT"] - 1
         with open(turn, "w", encoding="ascii") as held:
-            held.write(repr(stale))
+            held.write(f"{stale!r} 1")
         assert config["_take_recycling_turn"]() is True  # the lost turn is taken over
         with open(turn, encoding="ascii") as taken:
-            assert float(taken.read()) > stale
+            assert float(taken.read().split()[0]) > stale
+    finally:
+        config["on_exit"](None)
+
+
+def test_the_worker_that_asked_to_recycle_is_the_one_the_master_stops(tmp_path, monkeypatch):
+    """gunicorn.conf.py: TTOU makes the master stop its oldest worker; the one that took
+    the recycling turn (which serves on without a request limit) is made the oldest."""
+    import logging
+    import os
+    import runpy
+    from types import SimpleNamespace
+
+    from tests.helpers import ROOT
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    logging.captureWarnings(False)
+    asking = os.getpid()  # the worker taking the turn is the process calling it
+    workers = {101: SimpleNamespace(age=1), asking: SimpleNamespace(age=2)}
+    workers[103] = SimpleNamespace(age=3)  # the replacement
+    server = SimpleNamespace(WORKERS=workers)
+    try:
+        config["nworkers_changed"](server, 3, 2)  # TTIN: nothing to choose yet
+        assert [w.age for w in workers.values()] == [1, 2, 3]
+        assert config["_take_recycling_turn"]() is True
+        config["nworkers_changed"](server, 2, 3)  # TTOU
+        oldest = min(workers, key=lambda pid: workers[pid].age)
+        assert oldest == asking
     finally:
         config["on_exit"](None)

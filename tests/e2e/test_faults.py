@@ -401,6 +401,17 @@ def test_a_slow_body_ends_in_408_and_others_are_served_meanwhile(tmp_path, sqlit
 # 6. Worker recycling never stalls the service --------------------------------------------
 
 
+def recycling_workers_alive(log: str) -> set[int]:
+    """The pids that asked to be recycled and have not exited."""
+    asked, exited = set(), set()
+    for line in log.splitlines():
+        if "recycling: asking for a new worker" in line:
+            asked.add(json.loads(line)["pid"])
+        elif found := re.search(r"Worker exiting \(pid: (\d+)\)", line):
+            exited.add(int(found[1]))
+    return asked - exited
+
+
 def test_recycling_workers_never_stalls_a_request(tmp_path, sqlite_url, request):
     server = start_gunicorn(tmp_path, migrated(sqlite_url), workers=2, MAX_REQUESTS="150")
     try:
@@ -450,5 +461,11 @@ def test_recycling_workers_never_stalls_a_request(tmp_path, sqlite_url, request)
             or "booted" in line
         ]
         assert recycled >= 2, f"only {recycled} recycles in {len(latencies)} requests: {story}"
+        # Each worker that asked is the one that went (its keep-alive clients with it),
+        # not another in its place: it serves on without a request limit otherwise.
+        deadline = time.monotonic() + 15
+        while (left := recycling_workers_alive(server.log())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"workers {left} asked to be recycled but still serve: {story}"
     finally:
         assert server.stop() == 0
