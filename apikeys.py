@@ -138,7 +138,7 @@ def _dev_entry() -> int:
     stdout carries only the entry (make run reads it); the key goes to stderr, once.
     """
     if DEV_KEY_FILE.exists():
-        key, entry = DEV_KEY_FILE.read_text(encoding="utf-8").split("\n")[:2]
+        entry = DEV_KEY_FILE.read_text(encoding="utf-8").splitlines()[1]
         print(
             f"users-api: API_KEYS not set; using the development key in {DEV_KEY_FILE}",
             file=sys.stderr,

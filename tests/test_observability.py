@@ -12,6 +12,7 @@ import structlog
 from flask import g
 
 from logging_ext.setup import choose_format, configure_logging
+from problems import SERVER_FAILED
 from tests.helpers import WRITE_KEY, plain_id
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
@@ -90,7 +91,9 @@ class TestRequestId:
         errors = [line for line in lines if line["level"] == "error"]
         assert len(errors) == 1
         assert errors[0]["request_id"] == request_id
+        assert errors[0]["event"] == "unhandled exception"
         assert errors[0]["exception"][0]["exc_type"] == "OperationalError"
+        assert body["detail"] == SERVER_FAILED
 
     def test_a_server_error_logs_neither_the_key_nor_the_body(self, client, capsys, break_database):
         break_database()

@@ -259,7 +259,7 @@ class TestKeys:
     def test_new_keys_are_random_and_only_their_digest_is_configured(self):
         key, entry = new_key("alice", "read")
         other, _ = new_key("alice", "read")
-        assert key != other and len(key) >= 43  # 32 bytes of entropy, base64url
+        assert key != other and len(key) == 43  # 32 bytes of entropy, base64url
         name, role, digest = entry.split(":")
         assert (name, role) == ("alice", "read")
         assert digest == hashlib.sha256(key.encode()).hexdigest()
@@ -299,6 +299,8 @@ class TestKeys:
         key, entry = (tmp_path / ".dev-api-key").read_text(encoding="utf-8").splitlines()
         # The first run shows the key once, on stderr; stdout is only the API_KEYS entry.
         assert "WARNING" in first.err and "DEVELOPMENT" in first.err and key in first.err
+        banner = "=" * 72 + "\n"
+        assert first.err.startswith(banner) and first.err.endswith(banner), first.err
         assert first.out == second.out == entry + "\n"
         assert "WARNING" not in second.err and key not in second.err
         assert ".dev-api-key" in second.err  # says which key it is using
@@ -314,7 +316,9 @@ class TestKeys:
         entry = lines[1].removeprefix("API_KEYS:").strip()
         assert lines[0].startswith("key: ") and lines[1].startswith("API_KEYS: ")
         assert entry == f"carol:read:{hashlib.sha256(key.encode()).hexdigest()}"
-        assert "only the API_KEYS entry" in lines[2]
+        assert lines[2] == (
+            "Give the key to its user; put only the API_KEYS entry in the service's config."
+        )
 
     @pytest.mark.parametrize(
         ("argv", "complaint"),
