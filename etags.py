@@ -66,7 +66,7 @@ def if_match_holds(header: str | None, user: User) -> bool:
 
 
 def write_preconditions(
-    if_match: str | None, if_none_match: str | None, *, require_if_match: bool = False
+    if_match: str | None, if_none_match: str | None, *, require_if_match: bool
 ) -> tuple[Collection[int] | None, Collection[int]]:
     """The versions a write may change (None: any) and those it must not (RFC 9110, 13.2).
 

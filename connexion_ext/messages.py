@@ -90,13 +90,11 @@ def _body_problems(
             yield _pointer((*path, name)), f"{cut(name)} is required"
         return
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = list(error.schema.get("properties", {}))
+        known = list(error.schema.get("properties", ()))
+        fields = f"the fields are {', '.join(known)}" if known else "it takes none"
         for name in error.instance:
             if name not in known:
-                yield (
-                    _pointer((*path, name)),
-                    f"{cut(name)} is not a field here (the fields are {', '.join(known)})",
-                )
+                yield _pointer((*path, name)), f"{cut(name)} is not a field here ({fields})"
         return
     yield _pointer(path), describe(error, _subject(path))
 

@@ -24,7 +24,7 @@ MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 def problems(response):  # type: ignore[no-untyped-def]
     """The 400's `errors`, checked for the spec's shape."""
     body = assert_problem(response, 400)
-    assert body["errors"], body
+    assert body["title"] == "Bad Request" and body["errors"], body
     for entry in body["errors"]:
         assert entry["detail"]
         assert ("pointer" in entry) != ("parameter" in entry), entry
@@ -174,6 +174,28 @@ class TestBody:
         }
         assert len(response.content) < 1000
 
+    def test_four_problems_show_three_and_say_there_are_more(self, client):
+        body = {"name": "Ada", "age": 3, "a": 1, "b": 2, "c": 3, "d": 4}
+        response = client.post("/v1/users", json=body)
+        assert len(problems(response)) == 4
+        assert response.json()["detail"] == (
+            "4 problems: a is not a field here (the fields are name, age);"
+            " b is not a field here (the fields are name, age);"
+            " c is not a field here (the fields are name, age); and more, listed in errors."
+        )
+
+    def test_twenty_problems_are_all_listed(self, client):
+        body = {f"field{i}": i for i in range(20)}
+        response = client.post("/v1/users", json={"name": "Ada", "age": 3, **body})
+        assert len(problems(response)) == 20
+        assert response.json()["detail"].startswith("20 problems: ")
+
+    def test_an_object_where_a_string_belongs_is_said_so(self, client):
+        errors = problems(client.post("/v1/users", json={"name": {"first": "A"}, "age": 3}))
+        assert errors == [
+            {"pointer": "/name", "detail": 'name must be a string, not {"first": "A"}'}
+        ]
+
     def test_errors_are_capped_and_the_detail_counts_them_all(self, client):
         body = {f"field{i}": i for i in range(30)}
         response = client.post("/v1/users", json={"name": "Ada", "age": 3, **body})
@@ -306,6 +328,21 @@ class TestDescribe:
         errors = Draft4Validator({"format": "email"}, format_checker=checker).iter_errors("x")
         entries, _ = body_entries(errors)
         assert entries == [{"pointer": "", "detail": 'the body must be a valid email, not "x"'}]
+
+    def test_missing_fields_are_listed_in_the_order_the_schema_requires_them(self):
+        errors = Draft4Validator({"required": ["a", "b", "c"]}).iter_errors({"b": 1})
+        entries, _ = body_entries(errors)
+        assert [entry["pointer"] for entry in entries] == ["/a", "/c"]
+        errors = Draft4Validator({"required": ["a", "b", "c"]}).iter_errors({})
+        assert [entry["pointer"] for entry in body_entries(errors)[0]] == ["/a", "/b", "/c"]
+
+    def test_an_object_that_takes_no_fields_says_so(self):
+        schema = {"type": "object", "additionalProperties": False}
+        assert self.said(schema, {"a": 1}) == ("/a", "a is not a field here (it takes none)")
+
+    def test_a_name_of_100_characters_is_kept_whole(self):
+        name = "n" * 100
+        assert self.said({"required": [name]}, {}) == (f"/{name[:98]}…", f"{name} is required")
 
     def test_an_item_of_a_list_is_named_by_its_place(self):
         schema = {"type": "object", "properties": {"tags": {"items": {"type": "string"}}}}
