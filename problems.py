@@ -118,7 +118,7 @@ async def contract_problem(_request: ConnexionRequest, exc: Exception) -> Connex
     A 5xx among them is an answer that breaks the contract (response validation): the
     fault is ours, so it is logged whole and the client gets the plain 500."""
     assert isinstance(exc, ProblemException)
-    detail = str(exc.detail or exc.title or "")
+    detail = str(exc.detail or exc.title)
     if exc.status >= 500:
         log.error("answer breaks the contract", reason=detail)
         return problem(500, SERVER_FAILED)

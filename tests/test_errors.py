@@ -237,6 +237,16 @@ def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, clien
     assert broken["request_id"] == body["request_id"]
 
 
+def test_a_problem_without_a_detail_says_its_title():
+    from connexion.exceptions import ProblemException
+
+    from problems import contract_problem
+
+    raised = ProblemException(status=401, title="Unauthorized")
+    answer = asyncio.run(contract_problem(None, raised))  # type: ignore[arg-type]
+    assert json.loads(answer.body)["detail"] == "Unauthorized"
+
+
 def test_the_spec_documents_the_errors_member():
     schemas = load_spec()["components"]["schemas"]
     errors = schemas["Problem"]["properties"]["errors"]

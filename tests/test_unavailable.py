@@ -41,11 +41,17 @@ def test_a_write_behind_another_writers_lock_is_503_and_changes_nothing(client, 
     assert client.get(f"/v1/users/{user['id']}").json() == user
 
 
-def test_no_free_connection_in_time_is_503(app, client, user):
+def test_no_free_connection_in_time_is_503(app, client, user, capsys):
+    capsys.readouterr()
     with app.app.extensions["user_store"].engine.connect():  # the worker's only connection
         response = client.get(f"/v1/users/{user['id']}")
-    assert_problem(response, 503)
+    problem = assert_problem(response, 503)
+    assert problem["detail"] == "The database is busy or unreachable right now; please try again."
     assert response.headers["retry-after"] == "1"
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [warning] = [line for line in logged if line["level"] == "warning"]
+    assert warning["event"] == "database unavailable"
+    assert warning["reason"] and warning["request_id"] == problem["request_id"]
 
 
 def test_readiness_is_503_while_the_database_is_unreachable(app, anonymous, capsys):
