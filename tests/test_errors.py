@@ -247,6 +247,32 @@ def test_a_problem_without_a_detail_says_its_title():
     assert json.loads(answer.body)["detail"] == "Unauthorized"
 
 
+def test_a_415_lists_every_media_type_the_operation_takes():
+    # Today's contract takes one media type per operation; a second is listed too.
+    from connexion.exceptions import UnsupportedMediaTypeProblem
+    from connexion.lifecycle import ConnexionRequest
+
+    from connexion_ext.internals import ROUTING_CONTEXT
+    from problems import UnsupportedMedia
+
+    body = {"content": {"application/json": {}, "text/csv": {}}}
+    spec = {"paths": {"/x": {"patch": {"operationId": "op", "requestBody": body}}}}
+    scope = {
+        "type": "http",
+        "method": "PATCH",
+        "headers": [(b"content-type", b"text/plain")],
+        "extensions": {ROUTING_CONTEXT: {"operation_id": "handlers.x.op"}},
+    }
+    answer = asyncio.run(
+        UnsupportedMedia(spec).answer(ConnexionRequest(scope), UnsupportedMediaTypeProblem())
+    )
+    assert answer.status_code == 415
+    assert answer.headers["Accept-Patch"] == "application/json, text/csv"
+    assert json.loads(answer.body)["detail"] == (
+        'This operation takes a body in application/json or text/csv, not "text/plain".'
+    )
+
+
 def test_the_spec_documents_the_errors_member():
     schemas = load_spec()["components"]["schemas"]
     errors = schemas["Problem"]["properties"]["errors"]
