@@ -231,11 +231,7 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
             if self._required:
                 raise messages.missing_body()
         else:
-            try:
-                document = json.loads(body)
-            except ValueError as exc:
-                entry = {"pointer": "", "detail": f"the body is not JSON: {exc}"}
-                raise messages.invalid_request([entry]) from None
+            document = json.loads(body)
             if not (document is None and self._nullable):
                 self._validate(document)
         return replay(body, receive), _with_length(scope, len(body))

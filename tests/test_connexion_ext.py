@@ -194,11 +194,55 @@ def test_validators_are_built_once_per_schema_not_per_request(client) -> None:  
         assert client.get(created.headers["Location"]).status_code == 200
 
     exchange()
-    built = dict(validators._validators)
+    built = {key: validator for key, (_schema, validator) in validators._validators.items()}
     for _ in range(3):
         exchange()
-    assert validators._validators == built
+    # By identity: jsonschema's validators compare equal when built from equal schemas.
+    assert validators._validators.keys() == built.keys()
+    assert all(validators._validators[key][1] is built[key] for key in built)
     assert built, "the request went through the cached validators"
+
+
+def test_the_validator_cache_is_by_schema_checks_formats_and_stays_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from jsonschema import Draft4Validator
+
+    from connexion_ext import validators
+
+    monkeypatch.setattr(validators, "_validators", {})
+    monkeypatch.setattr(validators, "_MAX_VALIDATORS", 2)
+    first, second = {"format": "email"}, {"format": "email"}
+    compiled = validators._compiled(first, Draft4Validator)
+    assert validators._compiled(first, Draft4Validator) is compiled
+    assert validators._compiled(second, Draft4Validator) is not compiled  # equal, not same
+    assert not compiled.is_valid("not an address")  # formats are checked
+    validators._compiled({}, Draft4Validator)  # a third: the cache starts again
+    assert len(validators._validators) == 1
+
+
+def test_a_nullable_body_may_be_null_and_nothing_else_may() -> None:
+    # No operation of today's contract takes a nullable body; the validator keeps
+    # connexion's meaning of `nullable` for one that does.
+    from connexion.exceptions import ProblemException
+
+    from connexion_ext.validators import ContractJSONBodyValidator
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": b"null", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"4")]}
+
+    def validate(nullable: bool) -> None:
+        validator = ContractJSONBodyValidator(
+            schema={"type": "object"}, nullable=nullable, encoding="utf-8", strict_validation=True
+        )
+        asyncio.run(validator.wrap_receive(receive, scope=scope))
+
+    validate(nullable=True)
+    with pytest.raises(ProblemException) as refused:
+        validate(nullable=False)
+    assert refused.value.ext == {
+        "errors": [{"pointer": "", "detail": "the body must be an object, not null"}]
+    }
 
 
 def test_no_connexion_decorator_is_built_per_request(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -112,6 +112,11 @@ NOT_JSON = "the body is not valid JSON: "
         pytest.param(
             b"[" * 40 + b"]" * 40, "the body is nested deeper than 32 levels.", id="nested-40"
         ),
+        pytest.param(  # past Python's recursion limit: json's parser gives up first
+            b"[" * 4000 + b"]" * 4000,
+            "the body is nested deeper than 32 levels.",
+            id="nested-4000",
+        ),
         pytest.param(b"[" * 900, NOT_JSON + "Expecting value", id="unclosed-900"),
         pytest.param(
             b'{"name": "Ada", "age": 3', NOT_JSON + "Expecting ',' delimiter", id="truncated"
