@@ -196,8 +196,7 @@ class UnsupportedMedia:
         }
 
     async def answer(self, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-        routed = operation_id(request.scope) or ""
-        accepted = self.media_types.get(routed.rsplit(".", 1)[-1])
+        accepted = self.media_types.get(operation_id(request.scope) or "")
         content_type = request.headers.get("content-type")
         if not accepted or content_type is None:
             return await contract_problem(request, exc)

@@ -15,7 +15,7 @@ Through internals, each listed in connexion_ext/internals.py with the version it
 checked against (a different version refuses to start):
 - `customise(app)`: Flask is called in the request's greenlet instead of connexion's
   10-thread pool, and each operation's decorator chain is built once.
-- `operation_id(scope)`: which operation connexion routed a request to.
+- `operation_id(scope)`: the operationId connexion routed a request to.
 - `to_wsgi(app)`: the WSGI face gunicorn's gevent worker calls (see bridge.py).
 """
 
@@ -68,10 +68,11 @@ def customise(app: FlaskApp) -> None:
 
 
 def operation_id(scope: Scope) -> str | None:
-    """The operationId connexion routed this request to (resolved: handlers.users.get_user)."""
+    """The operationId connexion routed this request to, as the contract writes it
+    (get_user: connexion's own holds the module too, handlers.users.get_user)."""
     routing = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
     resolved: str | None = routing.get("operation_id")
-    return resolved
+    return resolved.rpartition(".")[2] if resolved else None
 
 
 def load_contract(spec: dict[str, Any]) -> dict[str, Any]:

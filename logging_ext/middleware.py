@@ -82,7 +82,7 @@ class RequestLogMiddleware:
 
 def _operation(scope: Scope) -> str:
     """The spec's operationId, "metrics" for the scrape, or "unmatched"."""
-    resolved = operation_id(scope)
-    if resolved:
-        return resolved.rsplit(".", 1)[-1]
+    routed = operation_id(scope)
+    if routed:
+        return routed
     return "metrics" if scope["path"] == metrics.METRICS_PATH else "unmatched"

@@ -136,7 +136,7 @@ class StrictJsonMiddleware:
             await self.app(scope, receive, send)
             return
         content_type = Headers(scope=scope).get("content-type")
-        untyped_write = content_type is None and routed.rsplit(".", 1)[-1] in self.with_body
+        untyped_write = content_type is None and routed in self.with_body
         if not (untyped_write or _is_json(content_type)):
             await self.app(scope, receive, send)
             return

@@ -250,10 +250,8 @@ class RateLimits:
             return None
         return cls(quotas, Limiter(storage_uri), spec)
 
-    def quota_for(self, resolved_operation: str | None) -> Quota | None:
-        if not resolved_operation:
-            return None
-        role = self.role_of.get(resolved_operation.rsplit(".", 1)[-1])
+    def quota_for(self, operation: str | None) -> Quota | None:
+        role = self.role_of.get(operation) if operation else None
         return self.quotas.get(role) if role else None
 
 

@@ -105,6 +105,12 @@ def test_operation_id_names_the_routed_operation(client, capsys) -> None:  # typ
     assert access == ["get_user", "unmatched"]
 
 
+def test_operation_id_is_the_contracts_not_connexions_resolved_one() -> None:
+    routed = {"extensions": {internals.ROUTING_CONTEXT: {"operation_id": "handlers.a.b_c"}}}
+    assert connexion_ext.operation_id(routed) == "b_c"
+    assert connexion_ext.operation_id({"extensions": {}}) is None
+
+
 def test_query_parameters_are_read_raw_from_the_request(client) -> None:  # type: ignore[no-untyped-def]
     # The raw, repeated and unconverted values, read from the scope's query string.
     repeated = client.get("/v1/users?limit=1&limit=2")
