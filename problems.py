@@ -62,15 +62,15 @@ def problem(
     status: int,
     detail: str,
     *,
-    title: str | None = None,
     headers: Any = None,
     errors: Sequence[Mapping[str, str]] | None = None,
 ) -> ConnexionResponse:
+    """The title is the status's phrase, as RFC 9457 asks of about:blank problems (every
+    title connexion gives its problems is that phrase too)."""
     return ConnexionResponse(
         status_code=status,
-        mimetype=PROBLEM_JSON,
         content_type=PROBLEM_JSON,
-        body=problem_body(status, detail, title, errors),
+        body=problem_body(status, detail, errors=errors),
         headers=headers,
     )
 
@@ -123,7 +123,7 @@ async def contract_problem(_request: ConnexionRequest, exc: Exception) -> Connex
         log.error("answer breaks the contract", reason=detail)
         return problem(500, SERVER_FAILED)
     errors = (exc.ext or {}).get("errors")
-    return problem(exc.status, detail, title=exc.title, headers=exc.headers, errors=errors)
+    return problem(exc.status, detail, headers=exc.headers, errors=errors)
 
 
 async def http_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -50,7 +50,7 @@ def invalid_request(entries: list[Entry], total: int | None = None) -> ProblemEx
         more = "; and more, listed in errors" if total > 3 else ""
         shown = f" (errors lists the first {MAX_LISTED})" if total > MAX_LISTED else ""
         detail = f"{total} problems{shown}: {details}{more}."
-    return ProblemException(status=400, title="Bad Request", detail=detail, ext={"errors": listed})
+    return ProblemException(status=400, detail=detail, ext={"errors": listed})
 
 
 # -- the body ------------------------------------------------------------------------

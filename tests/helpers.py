@@ -42,7 +42,7 @@ def assert_problem(response, status):  # type: ignore[no-untyped-def]
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
     assert body["status"] == status
-    assert body["title"] and body["detail"] and body["type"]
+    assert body["type"] == "about:blank" and body["title"] and body["detail"]
     assert "Traceback" not in response.text
     return body
 

@@ -247,6 +247,22 @@ def test_a_problem_without_a_detail_says_its_title():
     assert json.loads(answer.body)["detail"] == "Unauthorized"
 
 
+def test_a_problem_keeps_the_headers_it_was_raised_with():
+    from connexion.exceptions import ProblemException
+
+    from problems import contract_problem
+
+    raised = ProblemException(status=429, detail="Slow down.", headers={"Retry-After": "3"})
+    answer = asyncio.run(contract_problem(None, raised))  # type: ignore[arg-type]
+    assert answer.headers["Retry-After"] == "3"
+    assert answer.content_type == "application/problem+json"
+
+
+def test_a_problem_is_utf8_not_escaped(client):
+    response = client.post("/v1/users", json={"name": "Ada", "age": 3, "张三": 1})
+    assert "张三 is not a field here".encode() in response.content
+
+
 def test_a_415_lists_every_media_type_the_operation_takes():
     # Today's contract takes one media type per operation; a second is listed too.
     from connexion.exceptions import UnsupportedMediaTypeProblem
