@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import pytest
+from connexion.exceptions import ProblemException
 
 import connexion_ext
 from connexion_ext import internals
@@ -719,6 +720,62 @@ def test_an_integer_within_plain_bounds_needs_no_schema_validator(monkeypatch) -
     stepped = [{"name": "n", "in": "query", "schema": {"type": "integer", "multipleOf": 2}}]
     assert _validated(stepped, b"n=3")[0]["detail"] == "n does not satisfy multipleOf: 2 (it is 3)"
     assert asked, "any other keyword: jsonschema decides"
+
+
+def test_plain_integer_bounds_are_any_plain_schema_and_unbounded_sides_are_open(
+    monkeypatch,
+) -> None:  # type: ignore[no-untyped-def]
+    from connexion_ext import validators
+
+    asked = []
+    compiled = validators._compiled
+    monkeypatch.setattr(validators, "_compiled", lambda *a: asked.append(a) or compiled(*a))
+    every_plain_key = {
+        "type": "integer",
+        "format": "int64",
+        "minimum": 1,
+        "maximum": 9,
+        "description": "d",
+        "example": 2,
+        "default": 2,
+        "title": "t",
+    }
+    for schema in (every_plain_key, {**every_plain_key, "format": "int32"}, {"type": "integer"}):
+        assert _validated([{"name": "n", "in": "query", "schema": schema}], b"n=2") == []
+    below = [{"name": "n", "in": "query", "schema": {"type": "integer", "maximum": 9}}]
+    assert _validated(below, b"n=-5") == []
+    assert asked == []
+    odd = [{"name": "n", "in": "query", "schema": {"type": "integer", "format": "port"}}]
+    assert _validated(odd, b"n=2") == []
+    assert asked, "a format it does not know: jsonschema decides"
+
+
+def test_other_types_are_checked_as_connexion_converts_them() -> None:
+    # No parameter of today's contract is a boolean or a number; such a one is checked
+    # in the form connexion's own URI parser converts it to.
+    from connexion.uri_parsing import OpenAPIURIParser
+
+    from connexion_ext.validators import ContractParameterValidator
+
+    parameters = [
+        {"name": "b", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "x", "in": "query", "schema": {"type": "number", "maximum": 1.5}},
+    ]
+
+    def validated(query: bytes) -> list:  # type: ignore[type-arg]
+        parser = OpenAPIURIParser(parameters, {})
+        validator = ContractParameterValidator(
+            parameters, uri_parser=parser, strict_validation=True
+        )
+        scope = {"type": "http", "query_string": query, "path_params": {}, "headers": []}
+        try:
+            validator.validate(scope)
+        except ProblemException as problem:
+            return problem.ext["errors"]  # type: ignore[no-any-return]
+        return []
+
+    assert validated(b"b=true&x=1.25") == []
+    assert [e["detail"] for e in validated(b"x=2.5")] == ["x must be at most 1.5, not 2.5"]
 
 
 def test_parameters_are_read_from_the_scope_in_each_place() -> None:
