@@ -75,7 +75,7 @@ def choose_format(log_format: str | None, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
-def formatter(log_format: str = "json") -> structlog.stdlib.ProcessorFormatter:
+def formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
     """How the standard library's records (gunicorn, connexion, ...) are rendered."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=SHARED_PROCESSORS,
@@ -145,7 +145,7 @@ class StdoutLogger:
     debug = info = warning = error = critical = exception = fatal = log = msg
 
 
-def configure_logging(level: str = "INFO", log_format: str | None = None) -> None:
+def configure_logging(level: str, log_format: str | None) -> None:
     """Our events straight to stdout, every stdlib logger through one handler there too."""
     log_format = choose_format(log_format, sys.stdout)
     logging.config.dictConfig(logging_config(level, log_format))

@@ -238,6 +238,16 @@ class TestLogLines:
         [line] = [line for line in log_lines(capsys) if line.get("event") == "request"]
         assert (line["status"], line["response_bytes"]) == (500, 0)
 
+    def test_the_extension_defaults_to_info_a_format_by_terminal_and_no_proxies(self):
+        from logging_ext import JsonLogging
+
+        extension = JsonLogging()  # Flask style: made bare, init_app(app) later
+        assert (extension.level, extension.log_format, extension.trusted_proxies) == (
+            "INFO",
+            None,
+            (),
+        )
+
     def test_a_client_behind_a_trusted_proxy_is_logged_by_its_own_address(self, settings, capsys):
         from dataclasses import replace
 
