@@ -40,6 +40,24 @@ def test_create_then_get_round_trips_every_field(store):
     assert created.created_at == created.updated_at
 
 
+def test_an_engine_made_without_settings_gets_the_services_defaults(sqlite_url):
+    # Tools, migrations and tests make engines from a URL alone: they get what the
+    # service runs with when nothing is configured.
+    from settings import Settings
+
+    engine = storage.make_engine(sqlite_url)
+    defaults = Settings()
+    try:
+        assert engine.pool.size() == defaults.db_pool_size
+        assert engine.pool._max_overflow == defaults.db_max_overflow
+        assert engine.pool.timeout() == defaults.db_timeout
+        assert UserStore(engine).deadline == defaults.db_timeout
+    finally:
+        engine.dispose()
+    with pytest.raises(ValueError, match="DB_POOLER must be one of none, transaction, got 'x'"):
+        storage.make_engine(sqlite_url, pooler="x")
+
+
 def test_a_user_has_the_table_columns_in_their_order():
     # storage.users builds a User from each row by position.
     from dataclasses import fields
