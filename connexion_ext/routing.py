@@ -39,7 +39,7 @@ class RoutingAnySegment(RoutingMiddleware):  # type: ignore[misc]
 
     def add_api(self, *args: Any, **kwargs: Any) -> None:
         super().add_api(*args, **kwargs)
-        self.router.redirect_slashes = False
+        # Each API is a Mount of its own router on the top one: there the redirects live.
         for route in self.router.routes:
             if isinstance(route, Mount) and isinstance(route.app, Router):
                 route.app.redirect_slashes = False

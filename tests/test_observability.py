@@ -476,6 +476,20 @@ class TestLoggingSetup:
         assert "ours" in out and "booting worker" in out
         assert not out.lstrip().startswith("{")
 
+    def test_the_extension_applies_its_level_and_format(self, capsys):
+        from logging_ext import JsonLogging
+
+        class App:  # what init_app touches of a connexion FlaskApp
+            def add_middleware(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                pass
+
+            app = type("Flask", (), {"extensions": {}})()
+
+        JsonLogging(App(), level="warning", log_format="console")  # type: ignore[arg-type]
+        out = self.emit(capsys)
+        assert "ours too" in out and "booting worker" not in out
+        assert not out.lstrip().startswith("{")
+
     @pytest.mark.parametrize(("tty", "chosen"), [(True, "console"), (False, "json")])
     def test_without_a_choice_a_terminal_gets_the_console_format(self, tty, chosen):
         class Stream(io.StringIO):
