@@ -319,6 +319,14 @@ class TestMetrics:
         )
         return sum(float(v) for v in re.findall(pattern, text))
 
+    def test_each_label_sets_children_are_found_once(self):
+        from logging_ext import metrics
+
+        metrics.count_request("probe_op", "GET", 200, 0.01)
+        found = metrics._request_children[("probe_op", "GET", 200)]
+        metrics.count_request("probe_op", "GET", 200, 0.01)
+        assert metrics._request_children[("probe_op", "GET", 200)] is found
+
     def test_counts_requests_by_operation_and_status(self, client):
         before_ok = self.counter(client, "create_user", 201)
         before_bad = self.counter(client, "create_user", 400)
