@@ -178,6 +178,18 @@ class TestRequestId:
 
 
 class TestLogLines:
+    def test_the_duration_is_in_milliseconds_to_the_microsecond(self, client, capsys, monkeypatch):
+        from types import SimpleNamespace
+
+        from logging_ext import middleware
+
+        clock = iter([10.0, 10.00123456])  # the request's start and end
+        monkeypatch.setattr(middleware, "time", SimpleNamespace(perf_counter=clock.__next__))
+        capsys.readouterr()
+        response = client.get("/healthz")
+        line = access_line(log_lines(capsys), response.headers["x-request-id"])
+        assert line["duration_ms"] == 1.235
+
     def test_every_line_has_the_indexable_fields(self, client, capsys):
         client.post("/v1/users", json={"name": "Ada", "age": 36})
         client.get("/v1/users/999")
