@@ -52,6 +52,7 @@ class TestCreate:
     def test_keeps_non_ascii_names_as_utf8(self, client):
         response = create(client, "张三", 20)
         assert "张三".encode() in response.content
+        assert response.content.endswith(b"}\n") and b"\n" not in response.content[:-1]
         assert b"\\u" not in response.content
 
     @pytest.mark.parametrize(
