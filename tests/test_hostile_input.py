@@ -47,7 +47,7 @@ def test_a_streamed_body_is_counted_across_its_messages_and_no_further(settings)
     async def send(message):
         sent.append(message)
 
-    guard = BodyLimitMiddleware(never_called, max_bytes=settings.max_body_bytes)
+    guard = BodyLimitMiddleware(never_called, max_bytes=settings.max_body_bytes, timeout=30)
     scope = {"type": "http", "method": "POST", "path": "/v1/users", "headers": []}
     asyncio.run(guard(scope, receive, send))
     assert len(received) == 9  # 9 x 1000 bytes is the first total past 8192
@@ -276,7 +276,7 @@ def test_an_http1_request_without_length_or_chunks_is_not_read_as_having_a_body(
     async def app(scope, receive, send):
         reads.append("app")
 
-    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)
+    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes, timeout=30)
     for version, expected in [("1.1", ["app"]), ("1.0", ["app"]), ("2", ["read", "app"])]:
         reads.clear()
         scope = {"type": "http", "method": "GET", "http_version": version, "headers": []}
@@ -304,7 +304,7 @@ def test_a_content_length_that_is_not_a_plain_number_is_no_500(settings, declare
     async def send(message):
         seen.append(message["type"].encode())
 
-    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)
+    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes, timeout=30)
     headers = [(b"content-length", declared)]
     scope = {"type": "http", "method": "POST", "http_version": "1.1", "headers": headers}
     asyncio.run(guard(scope, receive, send))
@@ -329,7 +329,7 @@ def test_the_app_behind_the_limit_gets_the_body_once_then_the_clients_own_messag
     async def app(scope, receive, send):
         seen.extend([await receive(), await receive()])
 
-    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)
+    guard = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes, timeout=30)
     headers = [(b"content-length", b"2")]
     scope = {"type": "http", "method": "POST", "http_version": "1.1", "headers": headers}
     asyncio.run(guard(scope, receive, None))
@@ -364,3 +364,44 @@ def test_a_coming_body_is_read_under_a_gevent_deadline_of_body_timeout(
         assert isinstance(deadline, Timeout) and deadline.seconds == 2.5
     else:
         assert isinstance(deadline, nullcontext)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_that_closes(monkeypatch):
+    # The read blocks the greenlet (as in serving's workers) until the deadline ends it.
+    import gevent
+
+    monkeypatch.setattr("middleware.body_guard.is_module_patched", lambda module: True)
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"10")]}
+    sent = []
+
+    async def receive():  # type: ignore[no-untyped-def]
+        gevent.sleep(5)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    async def nothing_after(*_args):  # type: ignore[no-untyped-def]
+        raise AssertionError("the app must not be called")
+
+    guard = BodyLimitMiddleware(nothing_after, max_bytes=8192, timeout=0.05)
+    asyncio.run(guard(scope, receive, send))
+    start, body = sent[0], sent[1]
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    assert json.loads(body["body"])["detail"] == "The body did not arrive within 0.05 seconds."
+
+
+def test_another_timeout_passes_through_the_body_guard(monkeypatch):
+    # Only the guard's own deadline is its 408; a Timeout someone else set is theirs.
+    monkeypatch.setattr("middleware.body_guard.is_module_patched", lambda module: True)
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"10")]}
+    theirs = Timeout(5)
+
+    async def receive():  # type: ignore[no-untyped-def]
+        raise theirs
+
+    guard = BodyLimitMiddleware(None, max_bytes=8192, timeout=30)
+    with pytest.raises(Timeout) as raised:
+        asyncio.run(guard(scope, receive, None))
+    assert raised.value is theirs
