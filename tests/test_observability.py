@@ -331,6 +331,12 @@ class TestMetrics:
         )
         return sum(float(v) for v in re.findall(pattern, text))
 
+    def test_the_scrape_is_logged_as_metrics(self, client, capsys):
+        capsys.readouterr()
+        response = client.get("/metrics")
+        line = access_line(log_lines(capsys), response.headers["x-request-id"])
+        assert line["operation_id"] == "metrics"
+
     def test_each_label_sets_children_are_found_once(self):
         from logging_ext import metrics
 
