@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import warnings
 
 import pytest
 import sqlalchemy as sa
@@ -464,14 +465,22 @@ class TestLoggingSetup:
         early.disabled = False
         for name in ("gunicorn.error", "gunicorn.access"):  # gunicorn attaches its own
             logging.getLogger(name).addHandler(logging.NullHandler())
+        # Whatever an earlier configuration in this process left (levels, propagation,
+        # the warnings hook) is undone first, so what follows is this call's doing.
+        for name in ("alembic", "storage.pool", "connexion.middleware.swagger_ui"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger("gunicorn.access").propagate = True
+        logging.captureWarnings(False)
         configure_logging(level="warning", log_format="json")
+        assert warnings.showwarning.__module__ == "logging"  # warnings become records
         root = logging.getLogger()
         assert root.level == logging.WARNING
         assert [type(h).__name__ for h in root.handlers] == ["StdoutHandler"]
         error, access = logging.getLogger("gunicorn.error"), logging.getLogger("gunicorn.access")
         assert (error.handlers, error.propagate, error.level) == ([], True, logging.WARNING)
         assert (access.handlers, access.propagate) == ([], False)
-        assert logging.getLogger("alembic").level == logging.WARNING
+        for quiet in ("alembic", "storage.pool", "connexion.middleware.swagger_ui"):
+            assert logging.getLogger(quiet).level == logging.WARNING, quiet
         assert not early.disabled
 
     def test_json_lines_from_every_logger_that_should_speak(self, capsys):
@@ -571,7 +580,10 @@ def test_a_value_orjson_refuses_still_makes_one_json_line(capsys):
     # call must never raise into the request that logs.
     configure_logging(level="INFO", log_format="json")
     capsys.readouterr()
-    structlog.get_logger("users_api.probe").info("odd", counts={1: "one"}, big=2**70, obj=object())
-    [line] = parsed(capsys.readouterr().out)
+    log = structlog.get_logger("users_api.probe")
+    log.info("odd", counts={1: "one"}, big=2**70, obj=object(), name="张三")
+    out = capsys.readouterr().out
+    [line] = parsed(out)
     assert line["counts"] == {"1": "one"} and line["big"] == 2**70
     assert line["obj"].startswith("<object object at")
+    assert '"name":"张三"' in out.replace(" ", "")  # UTF-8 as written, like every other line
