@@ -174,6 +174,14 @@ class TestBody:
         }
         assert len(response.content) < 1000
 
+    def test_three_problems_are_all_shown(self, client):
+        response = client.post("/v1/users", json={"name": "Ada", "age": 3, "a": 1, "b": 2, "c": 3})
+        assert response.json()["detail"] == (
+            "3 problems: a is not a field here (the fields are name, age);"
+            " b is not a field here (the fields are name, age);"
+            " c is not a field here (the fields are name, age)."
+        )
+
     def test_four_problems_show_three_and_say_there_are_more(self, client):
         body = {"name": "Ada", "age": 3, "a": 1, "b": 2, "c": 3, "d": 4}
         response = client.post("/v1/users", json=body)
@@ -406,3 +414,57 @@ class TestDescribe:
 
 def test_an_integer_path_segment_is_built_back_as_written():
     assert AnySegment().convert("12") == "12" and AnySegment().to_string(12) == "12"  # type: ignore[arg-type]
+
+
+class TestProblemBoundary:
+    """What our middleware raises outside connexion's handlers is a 500 document, logged;
+    unless the answer had begun, or the scope is not HTTP: then it is raised on."""
+
+    @staticmethod
+    def run(app, scope_type="http"):  # type: ignore[no-untyped-def]
+        from problems import ProblemBoundary
+
+        sent = []
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            sent.append(message)
+
+        scope = {"type": scope_type, "method": "GET", "path": "/", "headers": []}
+        asyncio.run(ProblemBoundary(app)(scope, None, send))
+        return sent
+
+    def test_a_failure_before_the_answer_is_a_logged_500(self, capsys):
+        async def failing(scope, receive, send):  # type: ignore[no-untyped-def]
+            raise RuntimeError("ours")
+
+        capsys.readouterr()
+        start, body = self.run(failing)
+        assert start["status"] == 500
+        assert json.loads(body["body"])["detail"] == SERVER_FAILED
+        logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        [line] = [line for line in logged if line["level"] == "error"]
+        assert line["event"] == "unhandled exception outside the handlers"
+        assert line["exception"][0]["exc_type"] == "RuntimeError"
+
+    def test_a_failure_after_the_answer_began_is_raised_on(self):
+        async def half(scope, receive, send):  # type: ignore[no-untyped-def]
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            raise RuntimeError("mid-answer")
+
+        with pytest.raises(RuntimeError, match="mid-answer"):
+            self.run(half)
+
+    def test_a_failure_outside_http_is_raised_on(self):
+        async def failing(scope, receive, send):  # type: ignore[no-untyped-def]
+            raise RuntimeError("lifespan")
+
+        with pytest.raises(RuntimeError, match="lifespan"):
+            self.run(failing, scope_type="lifespan")
+
+    def test_an_answer_passes_through_untouched(self):
+        async def fine(scope, receive, send):  # type: ignore[no-untyped-def]
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        assert [m.get("status") for m in self.run(fine)] == [204, None]

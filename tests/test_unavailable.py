@@ -51,7 +51,8 @@ def test_no_free_connection_in_time_is_503(app, client, user, capsys):
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     [warning] = [line for line in logged if line["level"] == "warning"]
     assert warning["event"] == "database unavailable"
-    assert warning["reason"] and warning["request_id"] == problem["request_id"]
+    assert warning["reason"] == "no database connection became free in time"
+    assert warning["request_id"] == problem["request_id"]
 
 
 def test_readiness_is_503_while_the_database_is_unreachable(app, anonymous, capsys):
