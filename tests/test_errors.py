@@ -13,6 +13,7 @@ from jsonschema import Draft4Validator
 from connexion_ext.messages import body_entries, echo
 from connexion_ext.routing import AnySegment
 from contract import load_spec
+from logging_ext.setup import configure_logging
 from problems import SERVER_FAILED
 from problems import init_app as use_problem_documents
 from tests.helpers import assert_problem, user_count
@@ -437,6 +438,7 @@ class TestProblemBoundary:
         async def failing(scope, receive, send):  # type: ignore[no-untyped-def]
             raise RuntimeError("ours")
 
+        configure_logging(level="INFO", log_format="json")  # as the app sets it up
         capsys.readouterr()
         start, body = self.run(failing)
         assert start["status"] == 500
