@@ -116,11 +116,13 @@ async def contract_problem(_request: ConnexionRequest, exc: Exception) -> Connex
     """Validation, security and media-type problems raised by connexion's middleware.
 
     A 5xx among them is an answer that breaks the contract (response validation): the
-    fault is ours, so it is logged whole and the client gets the plain 500."""
+    fault is ours, so it is logged and the client gets the plain 500. connexion's detail
+    quotes the value that broke the schema (users' data): the log keeps only where."""
     assert isinstance(exc, ProblemException)
     detail = str(exc.detail or exc.title)
     if exc.status >= 500:
-        log.error("answer breaks the contract", reason=detail)
+        _, path_follows, path = detail.rpartition(" - '")
+        log.error("answer breaks the contract", at=path.rstrip("'") if path_follows else "")
         return problem(500, SERVER_FAILED)
     errors = (exc.ext or {}).get("errors")
     return problem(exc.status, detail, headers=exc.headers, errors=errors)

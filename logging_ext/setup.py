@@ -180,5 +180,8 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
             # dispose and re-creation at INFO; connexion tells where it serves the spec.
             "storage.pool": {"level": "WARNING"},
             "connexion.middleware.swagger_ui": {"level": "WARNING"},
+            # Its response-validation warnings quote the value that broke the schema (users'
+            # data); problems.contract_problem logs where it broke instead.
+            "connexion.validators.json": {"level": "ERROR"},
         },
     }
