@@ -47,6 +47,16 @@ def assert_problem(response, status):  # type: ignore[no-untyped-def]
     return body
 
 
+def parsed(out: str) -> list[dict]:  # type: ignore[type-arg]
+    """Each JSON log line of `out` (blank lines skipped); fails if a line is not JSON."""
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict]:  # type: ignore[type-arg]
+    """The log lines written to stdout since the last read."""
+    return parsed(capsys.readouterr().out)
+
+
 def plain_id(text: str) -> str:
     """A test id of ASCII letters and digits, anything else as U+XXXX. pytest cannot
     select an id holding a backslash by name (repr's "\\xa0"), and mutmut selects the

@@ -12,7 +12,7 @@ from connexion.exceptions import ProblemException
 import connexion_ext
 from connexion_ext import internals
 from contract import METHODS
-from tests.helpers import WRITE_KEY, call_wsgi, wsgi_environ
+from tests.helpers import WRITE_KEY, call_wsgi, log_lines, wsgi_environ
 
 
 def test_the_checked_versions_are_installed() -> None:
@@ -101,7 +101,7 @@ def test_operation_id_names_the_routed_operation(client, capsys) -> None:  # typ
     capsys.readouterr()
     client.get("/v1/users/7")
     client.get("/v1/nowhere")
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = log_lines(capsys)
     access = [line["operation_id"] for line in lines if line["event"] == "request"]
     assert access == ["get_user", "unmatched"]
 
@@ -229,8 +229,6 @@ def test_the_validator_cache_is_by_schema_checks_formats_and_stays_bounded(monke
 def test_a_nullable_body_may_be_null_and_nothing_else_may() -> None:
     # No operation of today's contract takes a nullable body; the validator keeps
     # connexion's meaning of `nullable` for one that does.
-    from connexion.exceptions import ProblemException
-
     from connexion_ext.validators import ContractJSONBodyValidator
 
     async def receive():  # type: ignore[no-untyped-def]
@@ -429,7 +427,7 @@ class TestGreenletBridge:
         capsys.readouterr()
         status, headers, _ = call_wsgi(to_wsgi(app), environ)
         assert status == "404 Not Found"
-        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        lines = log_lines(capsys)
         [access] = [line for line in lines if line.get("request_id") == headers["x-request-id"]]
         assert access["path"] == "/v1/nothing\ufffd"
 

@@ -8,15 +8,24 @@ import asyncio
 import json
 
 import pytest
+from connexion.exceptions import ProblemException, UnsupportedMediaTypeProblem
+from connexion.lifecycle import ConnexionRequest
 from jsonschema import Draft4Validator
 
+from connexion_ext.internals import ROUTING_CONTEXT
 from connexion_ext.messages import body_entries, echo
 from connexion_ext.routing import AnySegment
 from contract import load_spec
 from logging_ext.setup import configure_logging
-from problems import SERVER_FAILED
+from problems import (
+    SERVER_FAILED,
+    ProblemBoundary,
+    UnsupportedMedia,
+    contract_problem,
+    undecodable,
+)
 from problems import init_app as use_problem_documents
-from tests.helpers import assert_problem, user_count
+from tests.helpers import assert_problem, log_lines, user_count
 
 JSON = {"Content-Type": "application/json"}
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
@@ -240,7 +249,7 @@ def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, clien
     body = assert_problem(response, 500)
     assert body["detail"] == SERVER_FAILED
     assert "errors" not in body and "schema" not in response.text
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    logged = log_lines(capsys)
     [broken] = [line for line in logged if line["event"] == "answer breaks the contract"]
     assert (broken["level"], broken["at"]) == ("error", "name")
     assert broken["request_id"] == body["request_id"]
@@ -248,20 +257,12 @@ def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, clien
 
 
 def test_a_problem_without_a_detail_says_its_title():
-    from connexion.exceptions import ProblemException
-
-    from problems import contract_problem
-
     raised = ProblemException(status=401, title="Unauthorized")
     answer = asyncio.run(contract_problem(None, raised))  # type: ignore[arg-type]
     assert json.loads(answer.body)["detail"] == "Unauthorized"
 
 
 def test_a_problem_keeps_the_headers_it_was_raised_with():
-    from connexion.exceptions import ProblemException
-
-    from problems import contract_problem
-
     raised = ProblemException(status=429, detail="Slow down.", headers={"Retry-After": "3"})
     answer = asyncio.run(contract_problem(None, raised))  # type: ignore[arg-type]
     assert answer.headers["Retry-After"] == "3"
@@ -275,11 +276,6 @@ def test_a_problem_is_utf8_not_escaped(client):
 
 def test_a_415_lists_every_media_type_the_operation_takes():
     # Today's contract takes one media type per operation; a second is listed too.
-    from connexion.exceptions import UnsupportedMediaTypeProblem
-    from connexion.lifecycle import ConnexionRequest
-
-    from connexion_ext.internals import ROUTING_CONTEXT
-    from problems import UnsupportedMedia
 
     body = {"content": {"application/json": {}, "text/csv": {}}}
     spec = {"paths": {"/x": {"patch": {"operationId": "op", "requestBody": body}}}}
@@ -316,7 +312,6 @@ def test_a_405_names_the_method_and_points_at_allow(client, method):
 
 def test_a_body_that_is_not_utf8_is_a_400_where_no_guard_parsed_it():
     # Only for media types the body guard does not parse: none in today's contract.
-    from problems import undecodable
 
     error = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
     answer = asyncio.run(undecodable(None, error))  # type: ignore[arg-type]
@@ -424,7 +419,6 @@ class TestProblemBoundary:
 
     @staticmethod
     def run(app, scope_type="http"):  # type: ignore[no-untyped-def]
-        from problems import ProblemBoundary
 
         sent = []
 
@@ -444,7 +438,7 @@ class TestProblemBoundary:
         start, body = self.run(failing)
         assert start["status"] == 500
         assert json.loads(body["body"])["detail"] == SERVER_FAILED
-        logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        logged = log_lines(capsys)
         [line] = [line for line in logged if line["level"] == "error"]
         assert line["event"] == "unhandled exception outside the handlers"
         assert line["exception"][0]["exc_type"] == "RuntimeError"

@@ -1,13 +1,11 @@
 """Probes: /healthz stays cheap; /readyz says 503, with Retry-After, when the instance
 cannot serve now (its database does not answer, or it is stopping)."""
 
-import json
-
 import pytest
 
 import lifecycle
 import storage
-from tests.helpers import assert_problem, free_port
+from tests.helpers import assert_problem, free_port, log_lines
 
 
 @pytest.fixture
@@ -40,7 +38,7 @@ def test_not_ready_without_a_database_says_when_to_ask_again(
     capsys.readouterr()
     response = anonymous.get("/readyz")
     assert assert_problem(response, 503)["detail"] == "The database is not reachable."
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    logged = log_lines(capsys)
     [warning] = [line for line in logged if line["level"] == "warning"]
     assert warning["event"] == "database not ready" and warning["error"] == "StoreUnavailable"
     assert int(response.headers["retry-after"]) >= 1

@@ -14,18 +14,9 @@ from flask import g
 
 from logging_ext.setup import choose_format, configure_logging
 from problems import SERVER_FAILED
-from tests.helpers import WRITE_KEY, plain_id
+from tests.helpers import WRITE_KEY, log_lines, parsed, plain_id
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
-
-
-def log_lines(capsys):
-    return parsed(capsys.readouterr().out)
-
-
-def parsed(out):
-    lines = [line for line in out.splitlines() if line.strip()]
-    return [json.loads(line) for line in lines]  # fails if any line is not JSON
 
 
 def access_line(lines, request_id):

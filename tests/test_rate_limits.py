@@ -3,7 +3,6 @@ per-process fallback when Redis is not there (tests/e2e/test_rate_limits_live.py
 them across workers and processes against a real Redis)."""
 
 import dataclasses
-import json
 import re
 import time
 import uuid
@@ -20,7 +19,15 @@ from app import create_app
 from middleware import rate_limits
 from middleware.rate_limits import Decision, Limiter, Quota, _hit, _set_fields, parse_rate_limits
 from settings import Settings, SettingsError
-from tests.helpers import API_KEYS, READ_KEY, WRITE_KEY, RedisServer, assert_problem, free_port
+from tests.helpers import (
+    API_KEYS,
+    READ_KEY,
+    WRITE_KEY,
+    RedisServer,
+    assert_problem,
+    free_port,
+    log_lines,
+)
 
 # Windows of a minute: nothing frees up while a test runs, so every count is exact.
 LIMITS = "read=3/minute,write=2/minute,unknown=3/minute"
@@ -313,7 +320,7 @@ class TestWithoutRedis:
             assert metric(reader, "rate_limit_store_errors_total") == errors_before + 1
             local = metric(reader, "rate_limit_local_decisions_total", 'policy="read"')
             assert local == local_before + 4
-        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+        lines = log_lines(capsys)
         failures = [line for line in lines if line["event"].startswith("rate limit store failed")]
         assert len(failures) == 1, failures  # once per incident, not once per request
         assert failures[0]["level"] == "error"
@@ -339,7 +346,7 @@ class TestWithoutRedis:
                 assert [remaining(reader.get("/v1/users"))[1] for _ in "12"] == [2, 1]  # shared
         finally:
             server.stop()
-        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+        lines = log_lines(capsys)
         logged = [(line["level"], line.get("event")) for line in lines if line["level"] != "info"]
         assert logged == [
             ("error", "rate limit store failed; this worker counts alone until it answers"),

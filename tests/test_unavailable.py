@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from tests.helpers import assert_problem, free_port, migrated
+from tests.helpers import assert_problem, free_port, log_lines, migrated
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_no_free_connection_in_time_is_503(app, client, user, capsys):
     problem = assert_problem(response, 503)
     assert problem["detail"] == "The database is busy or unreachable right now; please try again."
     assert response.headers["retry-after"] == "1"
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    logged = log_lines(capsys)
     [warning] = [line for line in logged if line["level"] == "warning"]
     assert warning["event"] == "database unavailable"
     assert warning["reason"] == "no database connection became free in time"
