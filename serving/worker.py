@@ -20,6 +20,12 @@ What gunicorn refuses itself, before the app sees a request (a request line over
 limit_request_line: 414; too many or too long headers: 431; bytes that are not HTTP:
 400), it answers with an HTML page; `write_problem` takes the place of gunicorn's
 `util.write_error` in the workers, so those are problem documents like every other error.
+
+gunicorn writes a response's head and its body in two sends. A worker killed between
+them (SIGKILL, the OOM killer) left a proxy a head without its body, which it can only
+pass on cut (HAProxy's `SD` state: 2 cut GETs in 40 kills under load, tests/e2e's
+topology). `WholeResponse` sends the head with the first body bytes, so a response is
+whole or absent, and a proxy retries an absent GET on another replica.
 """
 
 import time
@@ -32,6 +38,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gunicorn import util, version_info
+from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from serving.backlog import close_answering_the_backlog
@@ -62,9 +69,44 @@ def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+class WholeResponse(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's Response, holding its head back until the first body bytes go."""
+
+    headers_sent: bool
+    _head = b""
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        lines = self.default_headers() + [f"{name}: {value}\r\n" for name, value in self.headers]
+        self._head = f"{''.join(lines)}\r\n".encode("latin-1")
+        self.headers_sent = True
+
+    def _emit_body(self, data: bytes) -> None:
+        self._send(b"%X\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def can_sendfile(self) -> bool:
+        return False  # os.sendfile would pass the held head; the app sends no files
+
+    def close(self) -> None:
+        self.send_headers()
+        self._send(b"0\r\n\r\n" if self.chunked else b"")
+
+    def _send(self, data: bytes) -> None:
+        head, self._head = self._head, b""
+        if head or data:
+            util.write(self.sock, head + data)
+
+
+def use_in_this_process() -> None:
+    """gunicorn writes refusals and responses with these, in this worker process only."""
+    util.write_error = write_problem
+    wsgi.Response = WholeResponse  # wsgi.create makes every HTTP/1 response from it
+
+
 class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]
     def init_process(self) -> None:
-        util.write_error = write_problem  # in this worker process only, before serving
+        use_in_this_process()  # before serving
         super().init_process()
 
     def run(self) -> None:

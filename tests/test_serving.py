@@ -1,4 +1,5 @@
-"""Stopping without resetting a connection (serving/backlog.py), on real sockets."""
+"""The serving layer on real sockets: stopping without resetting a connection
+(serving/backlog.py), recycling turns, and responses that leave a worker whole."""
 
 import socket
 import sys
@@ -122,3 +123,78 @@ def test_the_worker_that_asked_to_recycle_is_the_one_the_master_stops(tmp_path, 
         assert oldest == asking
     finally:
         config["on_exit"](None)
+
+
+class Recorder:
+    """A socket that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def gunicorn_response(request: bytes, status: str, headers: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """The response gunicorn's worker makes for `request`, writing into a Recorder."""
+    from gunicorn.config import Config
+    from gunicorn.http import wsgi
+    from gunicorn.http.parser import RequestParser
+
+    client, server = socket.socketpair()
+    with client, server:
+        client.sendall(request)
+        config = Config()
+        parsed = next(iter(RequestParser(config, server, ("127.0.0.1", 1))))
+        sock = Recorder()
+        response, _ = wsgi.create(parsed, sock, ("127.0.0.1", 1), ("127.0.0.1", 8080), config)
+        response.start_response(status, headers)
+        return response, sock
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "headers", "chunks"),
+    [
+        (b"GET /v1/users/1", "200 OK", [("Content-Length", "5")], [b"hello"]),
+        (b"GET /v1/users", "200 OK", [("Content-Length", "5")], [b"hel", b"lo"]),
+        (b"GET /docs/", "200 OK", [], [b"hel", b"", b"lo"]),  # chunked
+        (b"HEAD /v1/users/1", "200 OK", [("Content-Length", "5")], [b"hello"]),
+        (b"GET /v1/users/1", "304 Not Modified", [("ETag", '"1"')], []),
+    ],
+)
+def test_a_response_head_leaves_the_worker_with_its_first_body_bytes(
+    monkeypatch, request_line, status, headers, chunks
+):
+    """gunicorn writes a response's head and its body in two sends. A worker killed
+    between them (SIGKILL, the OOM killer) leaves a proxy a head without a body, which
+    it can only pass on cut; whole or absent, it retries a GET on another replica."""
+    from gunicorn import util
+    from gunicorn.http import wsgi
+
+    from serving import worker
+
+    request = request_line + b" HTTP/1.1\r\nHost: users-api\r\n\r\n"
+    monkeypatch.setattr(util, "http_date", lambda: "Sat, 05 Dec 2026 20:00:00 GMT")
+    monkeypatch.setattr(util, "write_error", util.write_error)
+    monkeypatch.setattr(wsgi, "Response", wsgi.Response)
+    stock, stock_sock = gunicorn_response(request, status, headers)
+    for chunk in chunks:
+        stock.write(chunk)
+    stock.close()
+    expected = b"".join(stock_sock.writes)
+    head = stock_sock.writes[0]
+    assert head.endswith(b"\r\n\r\n")
+
+    worker.use_in_this_process()  # as the worker does before it serves
+    response, sock = gunicorn_response(request, status, headers)
+    for chunk in chunks:
+        response.write(chunk)
+    response.close()
+
+    assert b"".join(sock.writes) == expected
+    if b"Content-Length: 5" in head and not request.startswith(b"HEAD"):
+        assert sock.writes[0] == head + chunks[0]
+    elif len(expected) > len(head):
+        assert sock.writes[0] == head + b"3\r\nhel\r\n"
+    else:
+        assert sock.writes == [head]
