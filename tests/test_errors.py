@@ -242,8 +242,10 @@ def test_a_client_text_with_blank_lines_is_quoted_whole(client):
 def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, client, capsys):
     # A row the contract cannot hold (written past the API): response validation stops
     # the answer, and the client learns nothing of the schema, only the request id.
+    # The value holds connexion's " - '" separator too: where is the last one.
     store = app.app.extensions["user_store"]
-    user = store.create(name="x" * 101, age=3)
+    name = "private - 'value" + "x" * 101
+    user = store.create(name=name, age=3)
     capsys.readouterr()
     response = client.get(f"/v1/users/{user.id}")
     body = assert_problem(response, 500)
@@ -253,7 +255,7 @@ def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, clien
     [broken] = [line for line in logged if line["event"] == "answer breaks the contract"]
     assert (broken["level"], broken["at"]) == ("error", "name")
     assert broken["request_id"] == body["request_id"]
-    assert "x" * 101 not in json.dumps(logged)  # the user's data stays out of the log
+    assert "private" not in json.dumps(logged)  # the user's data stays out of the log
 
 
 def test_a_problem_without_a_detail_says_its_title():
