@@ -258,6 +258,24 @@ def test_an_answer_that_breaks_the_contract_is_a_plain_500_and_logged(app, clien
     assert "private" not in json.dumps(logged)  # the user's data stays out of the log
 
 
+@pytest.mark.parametrize(
+    ("detail", "at"),
+    [
+        ("'private' is too long - 'name'", "name"),
+        ("'private' is not of type 'integer' - 'items/0/AX'", "items/0/AX"),
+        ("'private' is too long", ""),  # no path given: none logged, and no value
+    ],
+)
+def test_the_contract_break_log_says_where_and_never_the_value(capsys, detail, at):
+    configure_logging(level="INFO", log_format="json")  # as the app sets it up
+    capsys.readouterr()
+    answer = asyncio.run(contract_problem(None, ProblemException(status=500, detail=detail)))  # type: ignore[arg-type]
+    assert json.loads(answer.body)["detail"] == SERVER_FAILED
+    [line] = log_lines(capsys)
+    assert (line["event"], line["at"]) == ("answer breaks the contract", at)
+    assert "private" not in json.dumps(line)
+
+
 def test_a_problem_without_a_detail_says_its_title():
     raised = ProblemException(status=401, title="Unauthorized")
     answer = asyncio.run(contract_problem(None, raised))  # type: ignore[arg-type]
