@@ -166,8 +166,9 @@ class Answer:
             data, status, headers = answer
             media = headers.get("Content-Type") if type(headers) is dict else None
             if media in self.json_media and data is not None:
+                # Content-Type is among the headers: no mimetype to work out.
                 return flask.current_app.response_class(
-                    self.jsonifier.dumps(data), status=status, headers=headers, mimetype=media
+                    self.jsonifier.dumps(data), status=status, headers=headers
                 )
         return self.by_connexion(answer)
 
