@@ -113,12 +113,14 @@ def test_public_paths_need_no_key(anonymous, path):
 def test_logs_name_the_key_never_the_key(client, capsys):
     capsys.readouterr()
     response = client.post("/v1/users", json={"name": "Ada", "age": 36})
-    client.get("/v1/users", headers={"X-API-Key": "not-a-key-but-still-secret"})
+    refused = client.get("/v1/users", headers={"X-API-Key": "not-a-key-but-still-secret"})
     out = capsys.readouterr().out
     assert WRITE_KEY not in out and "not-a-key-but-still-secret" not in out
     lines = [json.loads(line) for line in out.splitlines()]
     access = [line for line in lines if line.get("request_id") == response.headers["x-request-id"]]
     assert {line.get("api_key") for line in access} == {"tester"}
+    [rejected] = [line for line in lines if line["event"] == "api key rejected"]
+    assert (rejected["level"], rejected["request_id"]) == ("info", refused.headers["x-request-id"])
 
 
 class TestHeaders:
