@@ -23,9 +23,9 @@ limit_request_line: 414; too many or too long headers: 431; bytes that are not H
 
 gunicorn writes a response's head and its body in two sends. A worker killed between
 them (SIGKILL, the OOM killer) left a proxy a head without its body, which it can only
-pass on cut (HAProxy's `SD` state: 2 cut GETs in 40 kills under load, tests/e2e's
-topology). `WholeResponse` sends the head with the first body bytes, so a response is
-whole or absent, and a proxy retries an absent GET on another replica.
+pass on cut (HAProxy's `SD` state; once in CI's topology test, and 2 GETs in 40
+SIGKILLs under load). `WholeResponse` sends the head with the first body bytes, so a
+response is whole or absent, and a proxy retries an absent GET on another replica.
 """
 
 import time
