@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 
 import pytest
+import structlog
 
 import apikeys
 from apikeys import ApiKey, KeyConfigError, new_key
@@ -274,6 +275,24 @@ class TestKeys:
     def test_malformed_entries_are_refused(self, entry):
         with pytest.raises(KeyConfigError):
             ApiKey.parse(entry)
+
+    def test_a_key_is_found_by_its_digest_and_what_cannot_be_one_is_no_key(self):
+        key, entry = new_key("alice", "read")
+        keyring = apikeys.Keyring.from_entries([entry])
+        assert keyring.find(key) == ApiKey.parse(entry)
+        # A lone surrogate (how Python keeps bytes it could not decode) is no error.
+        assert keyring.find(key + "\udc80") is None
+
+    def test_the_key_function_gives_connexion_the_keys_name_and_scopes(self, monkeypatch):
+        # connexion hands this to a handler that asks for token_info; "sub" is its user.
+        key, entry = new_key("alice", "read")
+        monkeypatch.setattr(apikeys, "_keyring", apikeys.Keyring.from_entries([entry]))
+        try:
+            assert apikeys.api_key_info(key) == {"sub": "alice", "scope": ["read"]}
+            assert apikeys.api_key_info(key, ["read"]) == {"sub": "alice", "scope": ["read"]}
+            assert apikeys.api_key_info("not " + key) is None
+        finally:
+            structlog.contextvars.clear_contextvars()  # it bound the key's name for the log
 
     def test_settings_read_keys_from_the_environment(self):
         _, entry = new_key("ci", "write")

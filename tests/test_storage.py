@@ -67,6 +67,27 @@ def test_a_user_has_the_table_columns_in_their_order():
     assert [column.name for column in users.c] == [field.name for field in fields(storage.User)]
 
 
+def test_under_gevent_a_call_ends_at_the_pool_timeout_and_without_one_runs_on(
+    sqlite_url, monkeypatch
+):
+    # Only gevent can cut a wait short; a process without its patches gets no Timeout.
+    import gevent
+
+    from storage import users
+
+    bounded = UserStore(storage.make_engine(sqlite_url, wait=0.05))
+    unbounded = UserStore(sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool))
+    assert (bounded.deadline, unbounded.deadline) == (0.05, 0.0)
+    monkeypatch.setattr(users, "is_module_patched", lambda module: module == "socket")
+    with pytest.raises(gevent.Timeout), bounded._in_time():
+        gevent.sleep(1)
+    with unbounded._in_time():
+        gevent.sleep(0.1)
+    monkeypatch.setattr(users, "is_module_patched", lambda module: False)
+    with bounded._in_time():
+        gevent.sleep(0.1)
+
+
 def test_get_unknown_id_raises(store):
     with pytest.raises(UserNotFound):
         store.get(2**62)
