@@ -650,6 +650,9 @@ def test_a_view_hands_connexion_context_values_to_a_handler_that_takes_them() ->
     def does_not(thing_id):  # type: ignore[no-untyped-def]
         raise AssertionError("not called")
 
+    def takes_any(thing_id, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
     token = _context.set({"user": "ada", "token_info": {"sub": "ada"}})
     try:
         with flask.Flask(__name__).test_request_context("/things/7"):
@@ -660,8 +663,25 @@ def test_a_view_hands_connexion_context_values_to_a_handler_that_takes_them() ->
             assert kwargs["context_"]["user"] == "ada"
             plain = Arguments(_operation({"parameters": [ID]}, does_not), does_not, sanitized)
             assert plain({"thing_id": 7}) == {"thing_id": 7}
+            every = Arguments(_operation({"parameters": [ID]}, takes_any), takes_any, sanitized)
+            assert every({"thing_id": 7}) == {"thing_id": 7, **_context.get()}
     finally:
         _context.reset(token)
+
+
+def test_an_api_is_registered_under_the_name_it_is_added_with_or_its_own() -> None:
+    # connexion's add_api(..., name=...): several APIs in one app need a name each.
+    import flask
+    from connexion.spec import Specification
+
+    from connexion_ext.operations import add_prepared_api
+    from tests.helpers import ROOT
+
+    spec = Specification.load(ROOT / "openapi.yaml")
+    unnamed, named = flask.Flask(__name__), flask.Flask(__name__)
+    api = add_prepared_api(unnamed, spec)
+    add_prepared_api(named, spec, name="second")
+    assert (list(unnamed.blueprints), list(named.blueprints)) == ([api.blueprint.name], ["second"])
 
 
 RESPONSES = {
