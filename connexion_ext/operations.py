@@ -146,8 +146,8 @@ def _query_parameter(
             f"{operation.operation_id}: query parameter {parameter['name']!r} is not a"
             " plain integer, number, boolean or string"
         )
-    default = parameter.get("default", schema.get("default"))
-    has_default = "default" in parameter or "default" in schema
+    # OpenAPI 3 keeps the default in the schema; a Swagger 2 parameter is its own schema.
+    default, has_default = schema.get("default"), "default" in schema
     return QueryParameter(parameter["name"], argument, TYPE_MAP[kind], default, has_default)
 
 

@@ -732,23 +732,70 @@ def test_a_json_answer_is_made_here_and_any_other_by_connexion(answer, made_here
     assert dict(made.headers) == {**headers, "Content-Length": str(len(made.get_data()))}
 
 
+QUERY_KINDS = "plain integer, number, boolean or string"
+
+
 @pytest.mark.parametrize(
-    "parameter",
+    ("parameter", "refusal"),
     [
-        {"name": "tags", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
-        {"name": "maybe", "in": "query", "schema": {"type": "integer", "nullable": True}},
-        {"name": "on", "in": "path", "required": True, "schema": {"type": "boolean"}},
+        (
+            {"name": "tags", "in": "query", "schema": {"type": "array", "items": {}}},
+            f"thing: query parameter 'tags' is not a {QUERY_KINDS}",
+        ),
+        (
+            {"name": "maybe", "in": "query", "schema": {"type": "integer", "nullable": True}},
+            f"thing: query parameter 'maybe' is not a {QUERY_KINDS}",
+        ),
+        (
+            {"name": "on", "in": "path", "required": True, "schema": {"type": "boolean"}},
+            "thing: path parameter 'on' is not a plain integer, number or string",
+        ),
     ],
 )
-def test_a_parameter_the_views_cannot_bind_stops_the_start(parameter) -> None:  # type: ignore[no-untyped-def]
+def test_a_parameter_the_views_cannot_bind_stops_the_start(parameter, refusal) -> None:  # type: ignore[no-untyped-def]
     from connexion_ext.internals import sanitized
     from connexion_ext.operations import Arguments, UnsupportedOperation
 
     def thing(thing_id, tags=None, maybe=None, on=None):  # type: ignore[no-untyped-def]
         raise AssertionError("not called")
 
-    with pytest.raises(UnsupportedOperation, match=parameter["name"]):
+    with pytest.raises(UnsupportedOperation) as refused:
         Arguments(_operation({"parameters": [ID, parameter]}, thing), thing, sanitized)
+    assert str(refused.value) == refusal
+
+
+def test_number_parameters_are_bound_in_the_path_and_the_query() -> None:
+    import flask
+
+    from connexion_ext.internals import sanitized
+    from connexion_ext.operations import Arguments
+
+    def thing(ratio, scale=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    ratio = {"name": "ratio", "in": "path", "required": True, "schema": {"type": "number"}}
+    scale = {"name": "scale", "in": "query", "schema": {"type": "number"}}
+    arguments = Arguments(_operation({"parameters": [ratio, scale]}, thing), thing, sanitized)
+    with flask.Flask(__name__).test_request_context("/things/0.5?scale=1.5"):
+        assert arguments({"ratio": 0.5}) == {"ratio": 0.5, "scale": 1.5}
+
+
+def test_an_api_with_pythonic_params_gives_handlers_python_names() -> None:
+    import flask
+
+    from connexion_ext.jsonifier import OrjsonJsonifier
+    from connexion_ext.operations import PreparedOperation
+
+    def thing(thing_id, page_size):  # type: ignore[no-untyped-def]
+        return {"page_size": page_size}, 200, {"Content-Type": "application/json"}
+
+    page_size = {"name": "pageSize", "in": "query", "schema": {"type": "integer"}}
+    spec = {"parameters": [ID, page_size], "responses": RESPONSES}
+    prepared = PreparedOperation.from_operation(
+        _operation(spec, thing), pythonic_params=True, jsonifier=OrjsonJsonifier()
+    )
+    with flask.Flask(__name__).test_request_context("/things/7?pageSize=3"):
+        assert prepared.fn(thing_id=7).get_json() == {"page_size": 3}
 
 
 def _validated(parameters, query=b"", path_params=None, headers=()):  # type: ignore[no-untyped-def]
