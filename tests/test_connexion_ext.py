@@ -764,20 +764,24 @@ def test_a_parameter_the_views_cannot_bind_stops_the_start(parameter, refusal) -
     assert str(refused.value) == refusal
 
 
-def test_number_parameters_are_bound_in_the_path_and_the_query() -> None:
+def test_number_and_string_parameters_are_bound_in_the_path_and_the_query() -> None:
     import flask
 
     from connexion_ext.internals import sanitized
     from connexion_ext.operations import Arguments
 
-    def thing(ratio, scale=None):  # type: ignore[no-untyped-def]
+    def thing(ratio, slug_name, scale=None):  # type: ignore[no-untyped-def]
         raise AssertionError("not called")
 
     ratio = {"name": "ratio", "in": "path", "required": True, "schema": {"type": "number"}}
+    # Flask's path variables cannot hold "-": connexion routes slug-name as slug_name.
+    slug = {"name": "slug-name", "in": "path", "required": True, "schema": {"type": "string"}}
     scale = {"name": "scale", "in": "query", "schema": {"type": "number"}}
-    arguments = Arguments(_operation({"parameters": [ratio, scale]}, thing), thing, sanitized)
+    operation = _operation({"parameters": [ratio, slug, scale]}, thing)
+    arguments = Arguments(operation, thing, sanitized)
     with flask.Flask(__name__).test_request_context("/things/0.5?scale=1.5"):
-        assert arguments({"ratio": 0.5}) == {"ratio": 0.5, "scale": 1.5}
+        got = arguments({"ratio": 0.5, "slug_name": "ada"})
+        assert got == {"ratio": 0.5, "slug_name": "ada", "scale": 1.5}
 
 
 def test_an_api_with_pythonic_params_gives_handlers_python_names() -> None:

@@ -58,7 +58,8 @@ def remaining(response):  # type: ignore[no-untyped-def]
 
 class TestSetting:
     def test_rates_bursts_and_windows(self) -> None:
-        quotas = parse_rate_limits(" read=50/second, write=10/second;burst=20 ,unknown=5/minute,")
+        # Empty entries (a doubled or trailing comma) are skipped, wherever they are.
+        quotas = parse_rate_limits(" read=50/second,, write=10/second;burst=20 ,unknown=5/minute,")
         assert quotas == {
             "read": Quota("read", 50, 1),
             "write": Quota("write", 20, 2),
