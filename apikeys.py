@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import inspect
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ log = structlog.get_logger(__name__)
 # What each role may do: `write` includes everything `read` may.
 ROLE_GRANTS = {"read": frozenset({"read"}), "write": frozenset({"read", "write"})}
 DEV_KEY_FILE = Path(".dev-api-key")
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")  # bytes.fromhex alone also skips spaces
 
 
 class KeyConfigError(ValueError):
@@ -46,13 +48,9 @@ class ApiKey:
         name, role, hex_digest = parts
         if role not in ROLE_GRANTS:
             raise KeyConfigError(f"API_KEYS entry {name!r} has role {role!r}; use read or write")
-        try:
-            digest = bytes.fromhex(hex_digest)
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
+        if not SHA256_HEX.fullmatch(hex_digest):
             raise KeyConfigError(f"API_KEYS entry {name!r} needs a 64-hex-digit SHA-256 digest")
-        return cls(name, role, digest)
+        return cls(name, role, bytes.fromhex(hex_digest))
 
 
 class Keyring:

@@ -269,12 +269,29 @@ class TestKeys:
         assert key not in entry
 
     @pytest.mark.parametrize(
-        "entry",
-        ["alice", "alice:admin:" + "0" * 64, "alice:read:xyz", "alice:read:" + "0" * 63, "a:b:c:d"],
+        ("entry", "refusal"),
+        [
+            ("alice", "API_KEYS entry 'alice' is not name:role:sha256hex"),
+            ("a:b:c:d", "API_KEYS entry 'a' is not name:role:sha256hex"),
+            (
+                "alice:admin:" + "0" * 64,
+                "API_KEYS entry 'alice' has role 'admin'; use read or write",
+            ),
+            ("alice:read:xyz", "API_KEYS entry 'alice' needs a 64-hex-digit SHA-256 digest"),
+            (
+                "alice:read:" + "0" * 63,
+                "API_KEYS entry 'alice' needs a 64-hex-digit SHA-256 digest",
+            ),
+            (
+                "alice:read:" + "00 " * 32,
+                "API_KEYS entry 'alice' needs a 64-hex-digit SHA-256 digest",
+            ),
+        ],
     )
-    def test_malformed_entries_are_refused(self, entry):
-        with pytest.raises(KeyConfigError):
+    def test_malformed_entries_are_refused_saying_what_is_wrong(self, entry, refusal):
+        with pytest.raises(KeyConfigError) as refused:
             ApiKey.parse(entry)
+        assert str(refused.value) == refusal
 
     def test_a_key_is_found_by_its_digest_and_what_cannot_be_one_is_no_key(self):
         key, entry = new_key("alice", "read")
