@@ -458,7 +458,8 @@ class TestLoggingSetup:
             logging.getLogger(name).addHandler(logging.NullHandler())
         # Whatever an earlier configuration in this process left (levels, propagation,
         # the warnings hook) is undone first, so what follows is this call's doing.
-        for name in ("alembic", "storage.pool", "connexion.middleware.swagger_ui"):
+        quiet = ("alembic", "storage.pool", "connexion.middleware.swagger_ui")
+        for name in (*quiet, "connexion.validators.json"):
             logging.getLogger(name).setLevel(logging.NOTSET)
         logging.getLogger("gunicorn.access").propagate = True
         logging.captureWarnings(False)
@@ -470,8 +471,10 @@ class TestLoggingSetup:
         error, access = logging.getLogger("gunicorn.error"), logging.getLogger("gunicorn.access")
         assert (error.handlers, error.propagate, error.level) == ([], True, logging.WARNING)
         assert (access.handlers, access.propagate) == ([], False)
-        for quiet in ("alembic", "storage.pool", "connexion.middleware.swagger_ui"):
-            assert logging.getLogger(quiet).level == logging.WARNING, quiet
+        for name in quiet:
+            assert logging.getLogger(name).level == logging.WARNING, name
+        # Its response-validation warning quotes the value (users' data).
+        assert logging.getLogger("connexion.validators.json").level == logging.ERROR
         assert not early.disabled
 
     def test_json_lines_from_every_logger_that_should_speak(self, capsys):
