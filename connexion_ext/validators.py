@@ -143,7 +143,7 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
         self,
         parameters: list[dict[str, Any]],
         uri_parser: Any,
-        strict_validation: bool = False,
+        strict_validation: bool,  # connexion always passes the app's setting
         security_query_params: Iterable[str] | None = None,
     ) -> None:
         self.plan = _plan(parameters)

@@ -226,6 +226,35 @@ def test_the_validator_cache_is_by_schema_checks_formats_and_stays_bounded(monke
     assert len(validators._validators) == 1
 
 
+def test_a_parameter_plan_is_made_once_per_operation_and_the_cache_stays_bounded(
+    monkeypatch,
+) -> None:  # type: ignore[no-untyped-def]
+    # connexion makes a parameter validator per request; the plan of where each
+    # parameter is and how it is checked is worked out once per operation.
+    from connexion_ext import validators
+
+    monkeypatch.setattr(validators, "_plans", {})
+    monkeypatch.setattr(validators, "_MAX_VALIDATORS", 2)
+    made = []
+    of = validators._Parameter.of
+    monkeypatch.setattr(validators._Parameter, "of", lambda param: made.append(1) or of(param))
+    first = [{"name": "limit", "in": "query", "schema": {"type": "integer"}}]
+    second = [dict(first[0])]  # equal, not the same operation's
+    plan = validators._plan(first)
+    assert validators._plan(first) is plan and len(made) == 1
+    assert validators._plan(second) is not plan and len(made) == 2
+    validators._plan([])  # a third: the cache starts again
+    assert len(validators._plans) == 1
+
+
+def test_without_strict_validation_unknown_query_parameters_are_let_through() -> None:
+    from connexion_ext.validators import ContractParameterValidator
+
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer"}}
+    scope = {"type": "http", "query_string": b"limit=2&x=1", "path_params": {}, "headers": []}
+    ContractParameterValidator([limit], uri_parser=None, strict_validation=False).validate(scope)
+
+
 def test_a_nullable_body_may_be_null_and_nothing_else_may() -> None:
     # No operation of today's contract takes a nullable body; the validator keeps
     # connexion's meaning of `nullable` for one that does.
@@ -867,6 +896,9 @@ def test_plain_integer_bounds_are_any_plain_schema_and_unbounded_sides_are_open(
     assert asked, "a format it does not know: jsonschema decides"
 
 
+TEXT = {"type": "string"}
+
+
 def test_other_types_are_checked_as_connexion_converts_them() -> None:
     # No parameter of today's contract is a boolean or a number; such a one is checked
     # in the form connexion's own URI parser converts it to.
@@ -877,6 +909,7 @@ def test_other_types_are_checked_as_connexion_converts_them() -> None:
     parameters = [
         {"name": "b", "in": "query", "schema": {"type": "boolean"}},
         {"name": "x", "in": "query", "schema": {"type": "number", "maximum": 1.5}},
+        {"name": "t", "in": "query", "schema": {"type": "array", "items": TEXT, "maxItems": 2}},
     ]
 
     def validated(query: bytes) -> list:  # type: ignore[type-arg]
@@ -893,6 +926,8 @@ def test_other_types_are_checked_as_connexion_converts_them() -> None:
 
     assert validated(b"b=true&x=1.25") == []
     assert [e["detail"] for e in validated(b"x=2.5")] == ["x must be at most 1.5, not 2.5"]
+    assert validated(b"t=a&t=b") == []  # an array may repeat; any other parameter may not
+    assert [e["parameter"] for e in validated(b"t=a&t=b&t=c&b=true&b=false")] == ["b", "t"]
 
 
 def test_parameters_are_read_from_the_scope_in_each_place() -> None:
