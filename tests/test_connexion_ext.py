@@ -837,14 +837,36 @@ def _validated(parameters, query=b"", path_params=None, headers=()):  # type: ig
 
     from connexion_ext.validators import ContractParameterValidator
 
-    scope = {"type": "http", "query_string": query, "path_params": path_params or {}}
-    scope["headers"] = list(headers)
+    scope = {"type": "http", "query_string": query, "headers": list(headers)}
+    if path_params is not None:  # a scope no route matched has none
+        scope["path_params"] = path_params
     validator = ContractParameterValidator(parameters, uri_parser=None, strict_validation=True)
     try:
         validator.validate(scope)
     except ProblemException as problem:
         return problem.ext["errors"]
     return []
+
+
+def test_a_required_path_parameter_no_route_filled_in_is_missing() -> None:
+    user_id = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    [error] = _validated([user_id])
+    assert (error["parameter"], error["in"]) == ("user_id", "path")
+
+
+def test_swagger_ui_prefixes_run_through_mounts_and_hosts() -> None:
+    from starlette.routing import Host, Mount, Route, Router
+
+    from connexion_ext.swagger_ui import _path_prefixes
+
+    def page(request):  # type: ignore[no-untyped-def]
+        raise AssertionError("not called")
+
+    routes = [
+        Mount("/v1", routes=[Route("/ui/", page), Route("/spec/{name}", page)]),
+        Host("docs.example", Router([Route("/guide", page)])),
+    ]
+    assert list(_path_prefixes(routes)) == ["/v1/ui", "/v1/spec", "/guide"]
 
 
 def test_an_integer_within_plain_bounds_needs_no_schema_validator(monkeypatch) -> None:  # type: ignore[no-untyped-def]
