@@ -42,4 +42,4 @@ def _path_prefixes(routes: Iterable[BaseRoute], above: str = "") -> Iterator[str
         if inner:
             yield from _path_prefixes(inner, path)
         else:
-            yield path.split("{", 1)[0].rstrip("/")
+            yield path.partition("{")[0].rstrip("/")

@@ -74,7 +74,7 @@ def check_current(engine: Engine) -> None:
         )
 
 
-def migrate(url: str, *, wait: float = 5.0, pooler: str = "none") -> None:
+def migrate(url: str, *, wait: float, pooler: str) -> None:
     """Bring the database at `url` to the newest revision (`make migrate`, start-up, tests)."""
     engine = make_engine(url, wait=wait, pooler=pooler)
     try:

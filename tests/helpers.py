@@ -32,7 +32,7 @@ API_KEYS = f"{WRITE_ENTRY},{READ_ENTRY}"
 
 def migrated(url: str) -> str:
     """The database at `url`, with the schema at the newest migration."""
-    storage.migrate(url)
+    storage.migrate(url, wait=5.0, pooler="none")
     return url
 
 

@@ -848,6 +848,20 @@ def _validated(parameters, query=b"", path_params=None, headers=()):  # type: ig
     return []
 
 
+def test_the_contract_loaded_for_connexion_is_a_copy_and_the_spec_stays_as_written() -> None:
+    import copy
+
+    from connexion_ext import load_contract
+    from contract import load_spec
+
+    spec = load_spec()
+    written = copy.deepcopy(spec)
+    loaded = load_contract(spec)
+    assert spec == written
+    assert "parameters" in written["paths"]["/v1/users/{user_id}"]
+    assert "parameters" not in loaded["paths"]["/v1/users/{user_id}"]
+
+
 def test_a_required_path_parameter_no_route_filled_in_is_missing() -> None:
     user_id = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "integer"}}
     [error] = _validated([user_id])
@@ -863,10 +877,10 @@ def test_swagger_ui_prefixes_run_through_mounts_and_hosts() -> None:
         raise AssertionError("not called")
 
     routes = [
-        Mount("/v1", routes=[Route("/ui/", page), Route("/spec/{name}", page)]),
-        Host("docs.example", Router([Route("/guide", page)])),
+        Mount("/v1", routes=[Route("/ui/", page), Route("/spec/{name}/{part}", page)]),
+        Host("docs.example", Router([Route("/guide", page), Route("/BOX/", page)])),
     ]
-    assert list(_path_prefixes(routes)) == ["/v1/ui", "/v1/spec", "/guide"]
+    assert list(_path_prefixes(routes)) == ["/v1/ui", "/v1/spec", "/guide", "/BOX"]
 
 
 def test_an_integer_within_plain_bounds_needs_no_schema_validator(monkeypatch) -> None:  # type: ignore[no-untyped-def]

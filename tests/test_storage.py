@@ -229,12 +229,17 @@ def test_migrations_are_idempotent(database_url):
     ada = store.create(name="Ada", age=36)
     before = _schema(engine)
     storage.upgrade(engine)  # again: nothing to do, nothing lost
-    storage.migrate(database_url)
+    storage.migrate(database_url, wait=5.0, pooler="none")
     storage.check_current(engine)
     assert _schema(engine) == before
     assert _revision(engine) == _head() is not None
     assert store.get(ada.id) == ada and store.count() == 1
     engine.dispose()
+
+
+def test_a_migration_refuses_an_unknown_pooler_as_the_service_does(database_url):
+    with pytest.raises(ValueError, match="DB_POOLER must be one of"):
+        storage.migrate(database_url, wait=5.0, pooler="statement")
 
 
 def _schema(engine):
