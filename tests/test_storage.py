@@ -712,8 +712,9 @@ class TestFairQueuePool:
         held = [pool.connect(), pool.connect()]
         with pytest.raises(
             sa.exc.TimeoutError, match=r"no connection of 1 \+ 1 came free within 0\.05 s"
-        ):
+        ) as refused:
             pool.connect()
+        assert refused.value.code == "3o7r"  # QueuePool's own: SQLAlchemy's docs explain it
         for connection in held:
             connection.close()
         pool.connect().close()
@@ -738,6 +739,24 @@ class TestFairQueuePool:
         with pytest.raises(sqlite3.OperationalError):
             pool.connect()
         pool.connect().close()  # the only place is free again: no timeout
+
+    def test_a_get_that_calls_itself_takes_one_place(self, monkeypatch):
+        # QueuePool._do_get calls itself when another thread took the overflow it meant
+        # to use; that inner call is inside the place the outer one holds.
+        pool = self.pool(pool_size=2, max_overflow=0, timeout=0.05)
+        inner = sa.pool.QueuePool._do_get
+        calls = []
+
+        def again(self):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return self._do_get() if len(calls) == 1 else inner(self)
+
+        monkeypatch.setattr(sa.pool.QueuePool, "_do_get", again)
+        first = pool.connect()
+        assert len(calls) == 2
+        second = pool.connect()  # the other place is still free: no timeout
+        first.close()
+        second.close()
 
     @staticmethod
     def pool(**kwargs):
