@@ -572,6 +572,27 @@ class TestGate:
         gate.leave()
         assert gate.enter(0)
 
+    def test_every_place_left_is_free_again_and_no_more(self):
+        gate = Gate(2)
+        assert gate.enter(0) and gate.enter(0) and not gate.enter(0)
+        gate.leave()
+        gate.leave()
+        assert gate.enter(0) and gate.enter(0) and not gate.enter(0)
+
+    def test_a_place_freed_while_the_turn_is_made_is_taken(self, monkeypatch):
+        gate = Gate(1)
+        assert gate.enter(0)
+
+        class FreedMeanwhile(threading.Event):
+            def __init__(self):  # type: ignore[no-untyped-def]
+                super().__init__()
+                gate.leave()  # the holder leaves between the two looks at the gate
+
+        monkeypatch.setattr(storage.pool.threading, "Event", FreedMeanwhile)
+        assert gate.enter(0.01)
+        monkeypatch.undo()
+        assert not gate._waiting and not gate.enter(0)
+
     def test_a_waiter_that_gives_up_leaves_the_line(self):
         gate = Gate(1)
         assert gate.enter(0)
