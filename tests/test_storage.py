@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -343,6 +344,29 @@ def test_behind_a_transaction_pooler_each_transaction_sets_its_timeouts(postgres
         assert timeouts(conn) == ("250ms", "0")
     with engine.connect() as conn:  # a fresh transaction sets them again
         assert timeouts(conn) == ("250ms", "250ms")
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_behind_a_transaction_pooler_nothing_is_prepared_or_kept_in_the_session(postgres_url):
+    def session(engine: sa.Engine) -> tuple[Any, str]:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.commit()  # outside any transaction: what the session itself holds
+            raw.autocommit = True
+            return raw.prepare_threshold, raw.execute("SHOW lock_timeout").fetchone()[0]
+
+    direct = storage.make_engine(postgres_url, wait=0.25)
+    pooled = storage.make_engine(postgres_url, wait=0.25, pooler="transaction")
+    assert session(direct) == (5, "250ms")  # psycopg's default: prepared on the 5th run
+    assert session(pooled) == (None, "0")
+    direct.dispose()
+    pooled.dispose()
+
+
+def test_a_transaction_pooler_setting_means_nothing_to_sqlite(sqlite_url):
+    engine = storage.make_engine(migrated(sqlite_url), pooler="transaction")
+    assert UserStore(engine).count() == 0
     engine.dispose()
 
 
