@@ -28,7 +28,7 @@ def normalise_url(url: str) -> str:
         if parsed.database in (None, "", ":memory:"):
             # Each worker (and the migration step) would get its own empty database.
             raise DatabaseURLError("DATABASE_URL names an in-memory SQLite database; use a file")
-        return parsed.render_as_string(hide_password=False)
+        return url  # as given: the driver is already the one to use
     raise DatabaseURLError(
         f"DATABASE_URL uses {parsed.drivername!r}; use sqlite:///path or postgresql://..."
     )

@@ -378,23 +378,40 @@ def test_an_unmigrated_database_is_refused(database_url):
 
 
 @pytest.mark.parametrize(
-    ("url", "driver"),
+    ("url", "normalised"),
     [
-        ("postgres://u@h/db", "postgresql+psycopg"),
-        ("postgresql://u:p@h:5/db", "postgresql+psycopg"),
-        ("sqlite:///x.db", "sqlite"),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql://u:p@h:5/db", "postgresql+psycopg://u:p@h:5/db"),  # the password kept
+        (  # only the scheme is rewritten
+            "postgres://u@h/db?application_name=postgres://x",
+            "postgresql+psycopg://u@h/db?application_name=postgres%3A%2F%2Fx",
+        ),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:///x.db"),
     ],
 )
-def test_database_urls_are_normalised(url, driver):
-    assert sa.engine.make_url(storage.engine.normalise_url(url)).drivername == driver
+def test_database_urls_are_normalised(url, normalised):
+    assert storage.engine.normalise_url(url) == normalised
+
+
+MEMORY = "DATABASE_URL names an in-memory SQLite database; use a file"
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://h/db", "not a url", "", "sqlite://", "sqlite:///:memory:"]
+    ("url", "refusal"),
+    [
+        ("mysql://h/db", "DATABASE_URL uses 'mysql'; use sqlite:///path or postgresql://..."),
+        ("not a url", "DATABASE_URL is not a database URL: Could not parse SQLAlchemy URL"),
+        ("", "DATABASE_URL is not a database URL: Could not parse SQLAlchemy URL"),
+        ("sqlite://", MEMORY),
+        ("sqlite:///", MEMORY),
+        ("sqlite:///:memory:", MEMORY),
+    ],
 )
-def test_unusable_database_urls_are_refused(url):
-    with pytest.raises(storage.DatabaseURLError):
+def test_unusable_database_urls_are_refused_saying_why(url, refusal):
+    with pytest.raises(storage.DatabaseURLError) as refused:
         storage.engine.normalise_url(url)
+    assert str(refused.value).startswith(refusal)
 
 
 @pytest.mark.postgres
