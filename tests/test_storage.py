@@ -243,6 +243,21 @@ def test_a_migration_refuses_an_unknown_pooler_as_the_service_does(database_url)
         storage.migrate(database_url, wait=5.0, pooler="statement")
 
 
+def test_a_migration_waits_for_a_busy_sqlite_file_as_long_as_it_is_told(tmp_path):
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the file
+    started = time.monotonic()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            storage.migrate(f"sqlite:///{path}", wait=0.2, pooler="none")
+        assert 0.2 <= time.monotonic() - started < 3  # not the default 5 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def _schema(engine):
     inspector = sa.inspect(engine)
     return {
