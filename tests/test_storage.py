@@ -331,8 +331,12 @@ def test_the_migration_lock_puts_the_lock_timeout_back_and_lifts_the_statement_t
         assert settings(conn) == ["250ms", "250ms"]
         _lock_for_migration(conn, 30)
         assert settings(conn) == ["250ms", "0"]
+        # pg_locks shows the whole server's: another test run's locks are not ours.
         held = conn.execute(
-            sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
         ).scalar_one()
         assert held == 1
     with engine.connect() as conn:
