@@ -12,7 +12,9 @@ users = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("name", String(100), nullable=False),
     Column("age", Integer, nullable=False),
-    Column("version", Integer, nullable=False),
+    # 64 bits: one user changed 2^31 times must not reach the end of its versions, and
+    # If-Match may name any version up to int64's largest (etags.py).
+    Column("version", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     sqlite_autoincrement=True,

@@ -11,6 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
@@ -20,6 +23,7 @@ from storage.pool import FairQueuePool, Gate
 from tests.helpers import migrated
 
 ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(storage.__file__).with_name("migrations")
 
 
 @pytest.fixture
@@ -100,6 +104,32 @@ def test_update_changes_given_fields_and_bumps_version(store):
     assert (updated.name, updated.age, updated.version) == ("Ada", 37, 2)
     assert updated.created_at == user.created_at
     assert updated.updated_at > user.updated_at
+
+
+def test_a_version_past_32_bits_still_counts_up(store):
+    # One user updated 2^31 times (a counter-like record, a busy client) must not hit
+    # the column's limit: the ETag promises any positive int64 (etags.py).
+    user = store.create(name="Ada", age=36)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET version = :v"), {"v": 2**31 - 1})
+    updated = store.update(user.id, {"age": 37}, versions=[2**31 - 1])
+    assert (updated.age, updated.version) == (37, 2**31)
+    assert store.update(user.id, {"age": 38}, versions=[2**31]).version == 2**31 + 1
+    assert store.get(user.id).version == 2**31 + 1
+
+
+def test_a_write_naming_any_int64_version_is_a_mismatch_not_an_error(store):
+    # If-Match may name any version up to int64's largest (etags.py): past what the
+    # column holds, it matches nothing, like any other stale version.
+    user = store.create(name="Ada", age=36)
+    for version in (2**31, 2**63 - 1):
+        with pytest.raises(VersionMismatch):
+            store.update(user.id, {"age": 37}, versions=[version])
+        with pytest.raises(VersionMismatch):
+            store.delete(user.id, versions=[1], excluded=[version, 1])
+        with pytest.raises(VersionMismatch):
+            store.delete(user.id, versions=[version])
+    assert store.get(user.id) == user
 
 
 def test_update_with_stale_version_changes_nothing(store):
@@ -238,6 +268,33 @@ def test_migrations_are_idempotent(database_url):
     engine.dispose()
 
 
+def test_the_migrations_build_the_schema_the_code_describes(database_url):
+    # storage/tables.py is what the queries are built from (and cast to); the
+    # migrations are what the database holds. Any difference, a column's type included,
+    # is a migration someone forgot.
+    engine = storage.make_engine(migrated(database_url))
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), storage.tables.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_users_made_before_the_version_widened_keep_counting_after_it(database_url):
+    engine = storage.make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    store = UserStore(engine)
+    ada = store.create(name="Ada", age=36)
+    storage.upgrade(engine)
+    assert _revision(engine) == _head()
+    assert store.get(ada.id) == ada
+    assert store.update(ada.id, {"age": 37}, versions=[1]).version == 2
+    engine.dispose()
+
+
 def test_a_migration_refuses_an_unknown_pooler_as_the_service_does(database_url):
     with pytest.raises(ValueError, match="DB_POOLER must be one of"):
         storage.migrate(database_url, wait=5.0, pooler="statement")
@@ -272,7 +329,7 @@ def _revision(engine):
 
 
 def _head():
-    return ScriptDirectory(str(Path(storage.__file__).with_name("migrations"))).get_current_head()
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def _hold_the_migration_lock(url):  # type: ignore[no-untyped-def]
