@@ -14,7 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.config import SchemathesisConfig
 
 from contract import load_spec, operations
-from tests.helpers import ROOT, WRITE_KEY
+from tests.helpers import ROOT, WRITE_KEY, migrated
 
 FUZZ = settings(
     max_examples=25,
@@ -34,9 +34,16 @@ GUARDED = {
 }
 
 
-@pytest.fixture(name="settings", params=["default", "guarded"])
+@pytest.fixture(
+    name="settings",
+    params=["default", "guarded", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
 def service_settings(request, settings):  # type: ignore[no-untyped-def]
-    return replace(settings, **GUARDED) if request.param == "guarded" else settings
+    if request.param == "guarded":
+        return replace(settings, **GUARDED)
+    if request.param == "postgresql":  # as it starts by default, on the real server
+        return replace(settings, database_url=migrated(request.getfixturevalue("postgres_url")))
+    return settings
 
 
 @pytest.fixture
