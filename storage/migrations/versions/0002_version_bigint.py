@@ -4,8 +4,11 @@ As int4 it ended at 2^31 - 1: the next change of that user failed ("integer out 
 range", a 500), and so did any write whose If-Match named a version past it, which
 etags.py accepts up to int64's largest. SQLite's INTEGER is 64 bits already.
 
-On PostgreSQL this rewrites the table under an exclusive lock: requests wait for it
-(up to their statement timeout) while a replica migrates at start.
+On PostgreSQL this rewrites the table under an exclusive lock. Requests that reach the
+table meanwhile wait up to DB_TIMEOUT for it, then get a 503; on a big table run it from
+the migration Job while the service is quiet. The previous release works on the wider
+column (its statements cast to INTEGER only the values they send), so a rolling update
+needs no other step.
 
 Revision ID: 0002
 Revises: 0001
