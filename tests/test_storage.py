@@ -13,17 +13,16 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import storage
 from storage import UserNotFound, UserStore, VersionMismatch
+from storage.migrate import _config as migration_config
 from storage.pool import FairQueuePool, Gate
 from tests.helpers import migrated
 
 ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = Path(storage.__file__).with_name("migrations")
 
 
 @pytest.fixture
@@ -281,8 +280,7 @@ def test_the_migrations_build_the_schema_the_code_describes(database_url):
 
 def test_users_made_before_the_version_widened_keep_counting_after_it(database_url):
     engine = storage.make_engine(database_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = migration_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
@@ -329,7 +327,7 @@ def _revision(engine):
 
 
 def _head():
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    return ScriptDirectory.from_config(migration_config()).get_current_head()
 
 
 def _hold_the_migration_lock(url):  # type: ignore[no-untyped-def]
