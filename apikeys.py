@@ -10,7 +10,6 @@ digests, compares them in constant time, and logs the key's name, never the key.
 
 import hashlib
 import hmac
-import inspect
 import os
 import re
 import secrets
@@ -104,12 +103,6 @@ def api_key_info(key: str, required_scopes: list[str] | None = None) -> dict[str
             detail=f"Key {api_key.name!r} has role {api_key.role!r}; this needs {needed!r}."
         )
     return {"sub": api_key.name, "scope": sorted(granted)}
-
-
-# connexion asks this function for its signature on every request (does it take
-# required_scopes? request?); inspect.signature returns __signature__ when there is one,
-# so it is worked out once, here (a tenth of a GET's instructions otherwise).
-api_key_info.__signature__ = inspect.signature(api_key_info)  # type: ignore[attr-defined]
 
 
 def new_key(name: str, role: str) -> tuple[str, str]:

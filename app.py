@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FlaskApp:
         __name__,
         middlewares=list(connexion_ext.MIDDLEWARES),
         validator_map=connexion_ext.VALIDATORS,
+        security_map=connexion_ext.SECURITY,
         # The tutorial's JSON_AS_ASCII=False: names come back as UTF-8, not \u escapes.
         jsonifier=connexion_ext.OrjsonJsonifier(),
     )

@@ -2,6 +2,8 @@
 
 Through connexion's documented extension points:
 - `OrjsonJsonifier` (jsonifier=): the API's answers serialised by orjson.
+- `SECURITY` (security_map): the API-key check reads the key function's signature once
+  per operation, not twice per request (security.py).
 - `VALIDATORS` (validator_map): one compiled jsonschema validator per schema, every
   problem reported with its place (worded in messages.py), integers in ASCII digits, a
   query parameter given once, HEAD not checked against GET's schema.
@@ -34,6 +36,7 @@ from connexion_ext.internals import ROUTING_CONTEXT
 from connexion_ext.jsonifier import OrjsonJsonifier
 from connexion_ext.operations import add_prepared_api
 from connexion_ext.routing import RoutingAnySegment
+from connexion_ext.security import SECURITY
 from connexion_ext.swagger_ui import SwaggerUIOnItsPaths
 from connexion_ext.validators import VALIDATORS
 from contract import METHODS
@@ -46,6 +49,7 @@ MIDDLEWARES = tuple(
 
 __all__ = [
     "MIDDLEWARES",
+    "SECURITY",
     "VALIDATORS",
     "OrjsonJsonifier",
     "customise",

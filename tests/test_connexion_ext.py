@@ -1001,3 +1001,82 @@ def test_the_response_validator_reads_the_request_method_from_its_scope() -> Non
 
     assert validator("HEAD").wrap_send(send) is send
     assert validator("GET").wrap_send(send) is not send
+
+
+def _key_check(function, loc="header", scopes=("write",)):  # type: ignore[no-untyped-def]
+    from connexion_ext.security import ApiKeyInHeader
+
+    return ApiKeyInHeader()._get_verify_func(function, loc, "X-Key", list(scopes))
+
+
+def _key_request(headers=(), query=b""):  # type: ignore[no-untyped-def]
+    from connexion.lifecycle import ConnexionRequest
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],  # as ASGI sends them
+    }
+    return ConnexionRequest(scope)
+
+
+def _settled(result):  # type: ignore[no-untyped-def]
+    """A verify function's answer, awaited if connexion's gave a coroutine."""
+    while asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def test_the_key_function_gets_the_key_and_what_else_it_takes() -> None:
+    calls = []
+
+    def plain(key):  # type: ignore[no-untyped-def]
+        calls.append(("plain", key))
+        return {"sub": "a"}
+
+    def scoped(key, required_scopes):  # type: ignore[no-untyped-def]
+        calls.append(("scoped", key, required_scopes))
+        return {"sub": "b"}
+
+    def with_request(key, request):  # type: ignore[no-untyped-def]
+        calls.append(("with_request", key, request.headers["x-key"]))
+        return {"sub": "c"}
+
+    def anything(key, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(("anything", key, sorted(kwargs)))
+        return {"sub": "d"}
+
+    request = _key_request([("X-Key", "k1")])
+    answers = [_key_check(f)(request) for f in (plain, scoped, with_request, anything)]
+    assert answers == [{"sub": "a"}, {"sub": "b"}, {"sub": "c"}, {"sub": "d"}]
+    assert calls == [
+        ("plain", "k1"),
+        ("scoped", "k1", ["write"]),
+        ("with_request", "k1", "k1"),
+        ("anything", "k1", ["request", "required_scopes"]),
+    ]
+
+
+def test_no_key_is_connexions_no_credentials_and_a_refused_key_is_a_401() -> None:
+    from connexion.exceptions import OAuthResponseProblem
+    from connexion.security import NO_VALUE
+
+    asked = []
+    check = _key_check(lambda key: asked.append(key))
+    assert _settled(check(_key_request())) is NO_VALUE
+    assert asked == [], "no key: the function is not asked"
+    with pytest.raises(OAuthResponseProblem) as refused:
+        check(_key_request([("X-Key", "nope")]))
+    assert (refused.value.status, refused.value.detail) == (401, "Provided apikey is not valid")
+    assert asked == ["nope"]
+
+
+def test_a_key_in_the_query_or_an_async_key_function_is_left_to_connexion() -> None:
+    async def checked_later(key):  # type: ignore[no-untyped-def]
+        return {"sub": key}
+
+    in_query = _key_check(lambda key: {"sub": key}, loc="query")
+    assert _settled(in_query(_key_request(query=b"X-Key=q1"))) == {"sub": "q1"}
+    assert _settled(_key_check(checked_later)(_key_request([("X-Key", "h1")]))) == {"sub": "h1"}
