@@ -16,7 +16,8 @@ Through connexion's documented extension points:
 Through internals, each listed in connexion_ext/internals.py with the version it was
 checked against (a different version refuses to start):
 - `customise(app)`: Flask is called in the request's greenlet instead of connexion's
-  10-thread pool, and each operation's decorator chain is built once.
+  10-thread pool, each operation's decorator chain is built once, and Flask dispatches
+  what connexion routed without matching it again (dispatch.py).
 - `operation_id(scope)`: the operationId connexion routed a request to.
 - `to_wsgi(app)`: the WSGI face gunicorn's gevent worker calls (see bridge.py).
 """
@@ -32,6 +33,7 @@ from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from starlette.types import Scope
 
 from connexion_ext.bridge import InlineFlask, to_wsgi
+from connexion_ext.dispatch import route_with_connexion
 from connexion_ext.internals import ROUTING_CONTEXT
 from connexion_ext.jsonifier import OrjsonJsonifier
 from connexion_ext.operations import add_prepared_api
@@ -60,13 +62,15 @@ __all__ = [
 
 
 def customise(app: FlaskApp) -> None:
-    """Call Flask directly in the request's greenlet, and build each view once.
+    """Call Flask directly in the request's greenlet, build each view once, and let
+    Flask dispatch what connexion routed.
 
     connexion hands each request to Flask through a 10-thread pool (a2wsgi): a gevent
     worker could run only 10 handlers at once, and a handler waiting on the database
     blocked a thread instead of yielding. Call before `add_api`.
     """
     flask_asgi = app._middleware_app
+    route_with_connexion(flask_asgi.app)
     flask_asgi.asgi_app = InlineFlask(flask_asgi.app.wsgi_app)
     flask_asgi.add_api = partial(add_prepared_api, flask_asgi.app)
 

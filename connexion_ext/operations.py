@@ -29,6 +29,7 @@ import flask
 from connexion.context import context
 from connexion.operations import AbstractOperation
 
+from connexion_ext.dispatch import VIEWS, RoutedView
 from connexion_ext.internals import (
     TYPE_MAP,
     FlaskApi,
@@ -44,9 +45,12 @@ from connexion_ext.internals import (
 def add_prepared_api(
     flask_app: flask.Flask, specification: Any, *, name: str | None = None, **kwargs: Any
 ) -> FlaskApi:
-    """FlaskASGIApp.add_api, making PreparedOperation views."""
+    """FlaskASGIApp.add_api, making PreparedOperation views (and telling a RoutedFlask
+    which view each operation connexion routes to has)."""
     api = PreparedFlaskApi(specification, **kwargs)
     flask_app.register_blueprint(api.blueprint, **({"name": name} if name else {}))
+    if VIEWS in flask_app.extensions:
+        flask_app.extensions[VIEWS].update(api.routed)
     return api
 
 
@@ -207,7 +211,21 @@ class PreparedOperation(FlaskOperation):  # type: ignore[misc]
 
 
 class PreparedFlaskApi(FlaskApi):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # (base path, operation id) -> its view, as connexion's routing names them.
+        self.routed: dict[tuple[str, str], RoutedView] = {}
+        super().__init__(*args, **kwargs)  # makes the operations
+
     def make_operation(self, operation: AbstractOperation) -> PreparedOperation:
-        return PreparedOperation.from_operation(
+        prepared = PreparedOperation.from_operation(
             operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
+        types = {
+            p["name"]: p.get("schema", p).get("type")
+            for p in operation.parameters
+            if p["in"] == "path"
+        }
+        self.routed[(self.base_path, operation.operation_id)] = RoutedView.of(
+            prepared.fn, self.base_path + operation.path, types
+        )
+        return prepared
