@@ -5,7 +5,8 @@ parameters, and its middleware has validated them against the spec. Flask then b
 its URL map to the request and matched the path a second time: 6% of a GET. Here a
 request connexion routed goes straight to its operation's view, with the path
 parameters converted as Flask's converters (connexion's) would: int, float or str by
-the parameter's type.
+the parameter's type. A value they would refuse never gets this far (connexion's
+validation answers it with a 400); if one did, Flask's routing would take it.
 
 Only a path written exactly as the contract's is dispatched this way. connexion's
 router also takes a loose spelling (/v1//users for /v1/users); such a request, and
@@ -26,7 +27,7 @@ from connexion_ext.internals import ROUTING_CONTEXT, TYPE_MAP, get_route_path
 
 _PARAMETER = re.compile(r"\{([^{}/]+)\}")
 VIEWS = "connexion_ext.views"  # flask.Flask.extensions: (base path, operation id) -> view
-_DISPATCH = "connexion_ext.dispatch"  # in a request's environ: (view, its arguments)
+_DISPATCH = "connexion_ext.dispatch"  # in a request's environ: the view to call
 Dispatch = tuple[Callable[..., Any], dict[str, Any]]
 
 
@@ -35,36 +36,37 @@ class RoutedView:
     """One operation's view, and its path as the contract writes it."""
 
     view: Callable[..., Any]
-    literals: tuple[str, ...]  # the path around its parameters: one more than names
-    names: tuple[str, ...]  # the parameters, as routing and Flask name them
-    converters: tuple[Callable[[Any], Any], ...]
+    path: re.Pattern[str]  # each parameter one path segment
+    names: tuple[str, ...]  # the parameters, as Flask names them ("-" as "_")
+    converters: tuple[Callable[[str], Any], ...]
 
     @classmethod
     def of(cls, view: Callable[..., Any], path: str, types: Mapping[str, str]) -> "RoutedView":
         """`path` the whole route, base path included; `types` each parameter's type."""
         parts = _PARAMETER.split(path)
-        spec_names = parts[1::2]
+        literals, names = parts[::2], parts[1::2]
+        pattern = "([^/]+)".join(re.escape(literal) for literal in literals)
         return cls(
             view,
-            tuple(parts[::2]),
-            tuple(name.replace("-", "_") for name in spec_names),
-            tuple(TYPE_MAP.get(types.get(name, "string"), str) for name in spec_names),
+            re.compile(pattern),
+            tuple(name.replace("-", "_") for name in names),
+            tuple(TYPE_MAP.get(types.get(name), str) for name in names),
         )
 
-    def arguments(self, path: str, path_params: Mapping[str, Any]) -> dict[str, Any] | None:
+    def arguments(self, path: str) -> dict[str, Any] | None:
         """The view's keyword arguments, if `path` is this route written exactly."""
-        values = [path_params.get(name) for name in self.names]
-        if None in values:
+        matched = self.path.fullmatch(path)
+        if matched is None:
             return None
-        written = self.literals[0] + "".join(
-            f"{value}{literal}" for value, literal in zip(values, self.literals[1:], strict=True)
-        )
-        if written != path:
+        try:
+            return {
+                name: convert(value)
+                for name, convert, value in zip(
+                    self.names, self.converters, matched.groups(), strict=True
+                )
+            }
+        except ValueError:  # not what Flask's converter takes: leave it to Flask's routing
             return None
-        return {
-            name: convert(value)
-            for name, convert, value in zip(self.names, self.converters, values, strict=True)
-        }
 
 
 class RoutedFlask(flask.Flask):
@@ -74,17 +76,16 @@ class RoutedFlask(flask.Flask):
         if request is not None:
             routed = self._routed(request.environ)
             if routed is not None:
-                request.environ[_DISPATCH] = routed
+                request.environ[_DISPATCH], request.view_args = routed
                 return None  # nothing to match: dispatch_request knows the view
         return super().create_url_adapter(request)
 
     def dispatch_request(self) -> Any:
-        routed = flask.request.environ.get(_DISPATCH)
-        if routed is None:
+        request = flask.request._get_current_object()  # type: ignore[attr-defined]
+        view = request.environ.get(_DISPATCH)
+        if view is None:
             return super().dispatch_request()
-        view, arguments = routed
-        flask.request.view_args = arguments
-        return view(**arguments)
+        return view(**request.view_args)
 
     def _routed(
         self, environ: Mapping[str, Any]
@@ -98,7 +99,7 @@ class RoutedFlask(flask.Flask):
         )
         if found is None:
             return None
-        arguments = found.arguments(get_route_path(scope), scope.get("path_params", {}))
+        arguments = found.arguments(get_route_path(scope))
         return None if arguments is None else (found.view, arguments)
 
 
