@@ -1,5 +1,6 @@
 """The contract, openapi.yaml: parsed once, and the facts other parts read from it."""
 
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -13,6 +14,7 @@ SPEC_URL = "/v1/openapi.json"
 UI_PATH = "/v1/ui"
 # The keys of a Path Item that name operations (OpenAPI 3.0).
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_PATH_PARAMETER = re.compile(r"\{([^}/]+)\}")
 
 
 @cache
@@ -40,3 +42,15 @@ def allowed_methods(spec: dict[str, Any], path: str) -> list[str]:
     methods = [method.upper() for method in spec["paths"][path] if method in METHODS]
     head = ["HEAD"] if "GET" in methods or "HEAD" in methods else []
     return [method for method in methods if method != "HEAD"] + head
+
+
+def path_parameters(template: str) -> list[str]:
+    """`/v1/users/{user_id}` -> ["user_id"]: a path template's parameters, in order."""
+    return _PATH_PARAMETER.findall(template)
+
+
+def path_pattern(template: str) -> re.Pattern[str]:
+    """`/v1/users/{user_id}` -> a regex for a path written exactly so: each parameter one
+    path segment, captured in the order path_parameters names them."""
+    literals = _PATH_PARAMETER.split(template)[::2]
+    return re.compile("([^/]+)".join(re.escape(literal) for literal in literals) + r"\Z")

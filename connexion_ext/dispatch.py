@@ -24,8 +24,8 @@ from flask.wrappers import Request
 from werkzeug.routing import MapAdapter
 
 from connexion_ext.internals import ROUTING_CONTEXT, TYPE_MAP, get_route_path
+from contract import path_parameters, path_pattern
 
-_PARAMETER = re.compile(r"\{([^{}/]+)\}")
 VIEWS = "connexion_ext.views"  # flask.Flask.extensions: (base path, operation id) -> view
 _DISPATCH = "connexion_ext.dispatch"  # in a request's environ: the view to call
 Dispatch = tuple[Callable[..., Any], dict[str, Any]]
@@ -43,19 +43,17 @@ class RoutedView:
     @classmethod
     def of(cls, view: Callable[..., Any], path: str, types: Mapping[str, str]) -> "RoutedView":
         """`path` the whole route, base path included; `types` each parameter's type."""
-        parts = _PARAMETER.split(path)
-        literals, names = parts[::2], parts[1::2]
-        pattern = "([^/]+)".join(re.escape(literal) for literal in literals)
+        names = path_parameters(path)
         return cls(
             view,
-            re.compile(pattern),
+            path_pattern(path),
             tuple(name.replace("-", "_") for name in names),
             tuple(TYPE_MAP.get(types.get(name), str) for name in names),
         )
 
     def arguments(self, path: str) -> dict[str, Any] | None:
         """The view's keyword arguments, if `path` is this route written exactly."""
-        matched = self.path.fullmatch(path)
+        matched = self.path.match(path)
         if matched is None:
             return None
         try:

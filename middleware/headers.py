@@ -7,21 +7,12 @@
   path matched (`GET, HEAD` for a POST to a user). The contract knows them all.
 """
 
-import re
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contract import allowed_methods
-
-
-def path_pattern(template: str) -> re.Pattern[str]:
-    """`/v1/users/{user_id}` -> a regex matching one path segment per parameter."""
-    parts = re.split(r"(\{[^}/]+\})", template)
-    return re.compile(
-        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts) + r"\Z"
-    )
+from contract import allowed_methods, path_pattern
 
 
 class ResponseHeadersMiddleware:
