@@ -8,6 +8,8 @@ parameters converted as Flask's converters (connexion's) would: int, float or st
 the parameter's type. A value they would refuse never gets this far (connexion's
 validation answers it with a 400); if one did, Flask's routing would take it.
 
+Flask's url_for still works: such a request gets its URL adapter when it asks for one.
+
 Only a path written exactly as the contract's is dispatched this way. connexion's
 router also takes a loose spelling (/v1//users for /v1/users); such a request, and
 any connexion did not route, goes through Flask's own routing as before, which answers
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import flask
+from flask.globals import request_ctx
 from flask.wrappers import Request
 from werkzeug.routing import MapAdapter
 
@@ -85,9 +88,15 @@ class RoutedFlask(flask.Flask):
             return super().dispatch_request()
         return view(**request.view_args)
 
-    def _routed(
-        self, environ: Mapping[str, Any]
-    ) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+    def url_for(self, /, endpoint: str, **values: Any) -> str:
+        """Flask's url_for; a request dispatched here gets its URL adapter when it asks."""
+        if flask.has_request_context():
+            context = request_ctx._get_current_object()  # type: ignore[attr-defined]
+            if context.url_adapter is None and _DISPATCH in context.request.environ:
+                context.url_adapter = super().create_url_adapter(context.request)
+        return super().url_for(endpoint, **values)
+
+    def _routed(self, environ: Mapping[str, Any]) -> Dispatch | None:
         scope = environ.get("asgi.scope")
         if scope is None:
             return None

@@ -35,7 +35,8 @@ each name below that fails if an upgrade changes what we rely on.
 |   api_base_path, operation_id)         |   .dispatch        |                               |
 | FlaskASGIApp.app: the plain flask.Flask| .dispatch          | Flask dispatches what connex- |
 |   it makes (its class becomes Routed-  |                    |   ion routed, without its own |
-|   Flask); FlaskApi.base_path           |                    |   URL map (speed: 6% of a GET)|
+|   Flask); FlaskApi.base_path; Flask's  |                    |   URL map (speed: 6% of a GET)|
+|   request_ctx.url_adapter (url_for)    |                    |                               |
 | SwaggerUIMiddleware.router             | .swagger_ui        | API requests skip the UI      |
 | starlette._utils.get_route_path        | .swagger_ui,       | match paths as starlette does |
 |                                        |   .dispatch        |                               |

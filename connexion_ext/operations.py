@@ -49,8 +49,7 @@ def add_prepared_api(
     which view each operation connexion routes to has)."""
     api = PreparedFlaskApi(specification, **kwargs)
     flask_app.register_blueprint(api.blueprint, **({"name": name} if name else {}))
-    if VIEWS in flask_app.extensions:
-        flask_app.extensions[VIEWS].update(api.routed)
+    flask_app.extensions.setdefault(VIEWS, {}).update(api.routed)
     return api
 
 

@@ -1133,3 +1133,25 @@ def test_a_routed_view_takes_only_its_path_written_exactly_and_converts_by_type(
     assert route.arguments("/v1/shops/x/items/2.5/ab") is None, "Flask's routing decides"
     assert RoutedView.of(print, "/v1.0", {}).arguments("/v1.0") == {}
     assert RoutedView.of(print, "/v1.0", {}).arguments("/v1x0") is None
+
+
+def test_url_for_still_works_in_a_request_dispatched_without_flasks_url_map(app) -> None:  # type: ignore[no-untyped-def]
+    import flask
+
+    built = []
+    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
+        client.get("/v1")  # connexion adds the API to Flask on the first request
+    rules = app.app.url_map.iter_rules()
+    endpoint = next(rule.endpoint for rule in rules if rule.endpoint.endswith("_get_user"))
+    view = app.app.extensions["connexion_ext.views"]
+    key = next(key for key in view if key[1].endswith("get_user"))
+    original = view[key]
+    view[key] = type(original)(
+        lambda **kw: built.append(flask.url_for(endpoint, user_id=kw["user_id"] + 1)) or "",
+        original.path,
+        original.names,
+        original.converters,
+    )
+    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
+        client.get("/v1/users/41")
+    assert built == ["/v1/users/42"]
