@@ -10,6 +10,7 @@ from http import HTTPMethod
 from typing import Any
 
 import structlog
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connexion_ext import operation_id
@@ -38,7 +39,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = _read_headers(scope)
+        headers = Headers(scope=scope)
         request_id = context.choose_request_id(headers.get("x-request-id"))
         token = context._request_id.set(request_id)
         # Cleared when each request ends (below), so a connection's next one starts clean.
@@ -77,20 +78,6 @@ class RequestLogMiddleware:
             )
             structlog.contextvars.clear_contextvars()
             context._request_id.reset(token)
-
-
-# The request headers read here, each found in one pass over the request's (the first
-# of a repeated one, as starlette's Headers.get takes it).
-_READ = {name.encode(): name for name in ("x-request-id", "user-agent", "x-forwarded-for")}
-
-
-def _read_headers(scope: Scope) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = _READ.get(name)
-        if key is not None and key not in found:
-            found[key] = value.decode("latin-1")
-    return found
 
 
 def _operation(scope: Scope) -> str:

@@ -581,23 +581,3 @@ def test_a_value_orjson_refuses_still_makes_one_json_line(capsys):
     assert line["counts"] == {"1": "one"} and line["big"] == 2**70
     assert line["obj"].startswith("<object object at")
     assert '"name":"张三"' in out.replace(" ", "")  # UTF-8 as written, like every other line
-
-
-def test_the_access_line_reads_the_first_of_each_header_it_needs_and_no_other() -> None:
-    from logging_ext.middleware import _read_headers
-
-    scope = {
-        "headers": [
-            (b"user-agent", b"curl/8 \xe9"),
-            (b"x-request-id", b"first"),
-            (b"x-api-key", b"secret"),
-            (b"x-request-id", b"second"),
-            (b"x-forwarded-for", b"203.0.113.7"),
-        ]
-    }
-    assert _read_headers(scope) == {
-        "user-agent": "curl/8 \xe9",
-        "x-request-id": "first",
-        "x-forwarded-for": "203.0.113.7",
-    }
-    assert _read_headers({"headers": []}) == {}
