@@ -1,7 +1,7 @@
 """The contract, openapi.yaml: parsed once, and the facts other parts read from it."""
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,13 @@ def path_parameters(template: str) -> list[str]:
     return _PATH_PARAMETER.findall(template)
 
 
-def path_pattern(template: str) -> re.Pattern[str]:
-    """`/v1/users/{user_id}` -> a regex for a path written exactly so: each parameter one
-    path segment, captured in the order path_parameters names them."""
-    literals = _PATH_PARAMETER.split(template)[::2]
-    return re.compile("([^/]+)".join(re.escape(literal) for literal in literals) + r"\Z")
+def path_pattern(template: str, segments: Mapping[str, str] | None = None) -> re.Pattern[str]:
+    """`/v1/users/{user_id}` -> a regex for a path written exactly so. Each parameter is
+    one path segment, or what `segments` gives for its name; the i-th (path_parameters'
+    order) is the group named pi."""
+    parts = _PATH_PARAMETER.split(template)
+    pattern = re.escape(parts[0])
+    for i, (name, literal) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
+        segment = (segments or {}).get(name, "[^/]+")
+        pattern += f"(?P<p{i}>{segment}){re.escape(literal)}"
+    return re.compile(pattern + r"\Z")

@@ -1,116 +1,123 @@
-"""Flask dispatches what connexion routed, without walking its own URL map again.
+"""Flask dispatches what connexion routed, without matching its own URL map again.
 
-By the time Flask sees a request, connexion's router has found its operation and path
-parameters, and its middleware has validated them against the spec. Flask then bound
-its URL map to the request and matched the path a second time: 6% of a GET. Here a
-request connexion routed goes straight to its operation's view, with the path
-parameters converted as Flask's converters (connexion's) would: int, float or str by
-the parameter's type. A value they would refuse never gets this far (connexion's
-validation answers it with a 400); if one did, Flask's routing would take it.
+By the time Flask sees a request, connexion's router has found its operation and its
+middleware has validated the parameters against the spec. Flask then bound its URL map
+to the request and matched the path a second time: 6% of a GET. Here a request
+connexion routed gets what that match would have found, the operation's rule and its
+path parameters read by the rule's own converters (connexion's int and float, werkzeug's
+for a string), and Flask dispatches it as before: hooks, error handlers, url_for and
+request.endpoint see no difference.
 
-Flask's url_for still works: such a request gets its URL adapter when it asks for one.
-
-Only a path written exactly as the contract's is dispatched this way. connexion's
-router also takes a loose spelling (/v1//users for /v1/users); such a request, and
-any connexion did not route, goes through Flask's own routing as before, which answers
-them as it always did (404).
+Only a path written exactly as the rule takes it is dispatched this way. connexion's
+router also takes a loose spelling (/v1//users for /v1/users); such a request, any that
+connexion did not route, and every request of an app that routes by host (TRUSTED_HOSTS,
+host or subdomain matching) go through Flask's own routing, which answers them as it
+always did.
 """
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import flask
-from flask.globals import request_ctx
 from flask.wrappers import Request
-from werkzeug.routing import MapAdapter
+from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationError
 
-from connexion_ext.internals import ROUTING_CONTEXT, TYPE_MAP, get_route_path
+from connexion_ext.internals import (
+    FLASK_PATH_CONVERTERS,
+    ROUTING_CONTEXT,
+    get_route_path,
+    request_ctx,
+)
 from contract import path_parameters, path_pattern
 
-VIEWS = "connexion_ext.views"  # flask.Flask.extensions: (base path, operation id) -> view
-_DISPATCH = "connexion_ext.dispatch"  # in a request's environ: the view to call
-Dispatch = tuple[Callable[..., Any], dict[str, Any]]
+RULES = "connexion_ext.rules"  # in flask.Flask.extensions: (base path, operation id) -> rule
+_ROUTED = "connexion_ext.routed"  # in a request's environ: dispatched without a URL match
 
 
 @dataclass(frozen=True, slots=True)
-class RoutedView:
-    """One operation's view, and its path as the contract writes it."""
+class RoutedRule:
+    """One operation's Flask rule, and how to read a path the way the rule would."""
 
-    view: Callable[..., Any]
-    path: re.Pattern[str]  # each parameter one path segment
-    names: tuple[str, ...]  # the parameters, as Flask names them ("-" as "_")
-    converters: tuple[Callable[[str], Any], ...]
+    rule: Rule
+    path: re.Pattern[str]
+    converters: tuple[tuple[str, BaseConverter], ...]  # (Flask's argument name, converter)
 
     @classmethod
-    def of(cls, view: Callable[..., Any], path: str, types: Mapping[str, str]) -> "RoutedView":
-        """`path` the whole route, base path included; `types` each parameter's type."""
-        names = path_parameters(path)
-        return cls(
-            view,
-            path_pattern(path),
-            tuple(name.replace("-", "_") for name in names),
-            tuple(TYPE_MAP.get(types.get(name), str) for name in names),
+    def of(cls, rule: Rule, template: str, types: Mapping[str, str], url_map: Map) -> "RoutedRule":
+        """`template` the whole path, base path included; `types` each parameter's type,
+        as connexion gives them to Flask (integer, number, path, string)."""
+        names = path_parameters(template)
+        converters = tuple(
+            (name.replace("-", "_"), url_map.converters[_converter(types.get(name))](url_map))
+            for name in names
         )
+        segments = {
+            name: converter.regex for name, (_, converter) in zip(names, converters, strict=True)
+        }
+        return cls(rule, path_pattern(template, segments), converters)
 
     def arguments(self, path: str) -> dict[str, Any] | None:
-        """The view's keyword arguments, if `path` is this route written exactly."""
+        """The view's arguments, if the rule takes `path` as it is written."""
         matched = self.path.match(path)
         if matched is None:
             return None
         try:
             return {
-                name: convert(value)
-                for name, convert, value in zip(
-                    self.names, self.converters, matched.groups(), strict=True
-                )
+                name: converter.to_python(matched.group(f"p{i}"))
+                for i, (name, converter) in enumerate(self.converters)
             }
-        except ValueError:  # not what Flask's converter takes: leave it to Flask's routing
+        except ValidationError:  # the converter refuses it: Flask's routing answers
             return None
+
+
+def _converter(kind: str | None) -> str:
+    return str(FLASK_PATH_CONVERTERS.get(kind or "", "default"))
 
 
 class RoutedFlask(flask.Flask):
     """Flask behind connexion: a request connexion routed skips Flask's URL map."""
 
     def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
-        if request is not None:
+        if request is not None and self._routes_by_path_alone():
             routed = self._routed(request.environ)
             if routed is not None:
-                request.environ[_DISPATCH], request.view_args = routed
-                return None  # nothing to match: dispatch_request knows the view
+                request.url_rule, request.view_args = routed
+                request.environ[_ROUTED] = True
+                return None  # nothing left to match
         return super().create_url_adapter(request)
-
-    def dispatch_request(self) -> Any:
-        request = flask.request._get_current_object()  # type: ignore[attr-defined]
-        view = request.environ.get(_DISPATCH)
-        if view is None:
-            return super().dispatch_request()
-        return view(**request.view_args)
 
     def url_for(self, /, endpoint: str, **values: Any) -> str:
         """Flask's url_for; a request dispatched here gets its URL adapter when it asks."""
         if flask.has_request_context():
             context = request_ctx._get_current_object()  # type: ignore[attr-defined]
-            if context.url_adapter is None and _DISPATCH in context.request.environ:
+            if context.url_adapter is None and _ROUTED in context.request.environ:
                 context.url_adapter = super().create_url_adapter(context.request)
         return super().url_for(endpoint, **values)
 
-    def _routed(self, environ: Mapping[str, Any]) -> Dispatch | None:
+    def _routes_by_path_alone(self) -> bool:
+        return (
+            self.config["TRUSTED_HOSTS"] is None
+            and not self.subdomain_matching
+            and not self.url_map.host_matching
+        )
+
+    def _routed(self, environ: Mapping[str, Any]) -> tuple[Rule, dict[str, Any]] | None:
         scope = environ.get("asgi.scope")
         if scope is None:
             return None
         routing = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
-        found: RoutedView | None = self.extensions[VIEWS].get(
+        found: RoutedRule | None = self.extensions[RULES].get(
             (routing.get("api_base_path"), routing.get("operation_id"))
         )
         if found is None:
             return None
         arguments = found.arguments(get_route_path(scope))
-        return None if arguments is None else (found.view, arguments)
+        return None if arguments is None else (found.rule, arguments)
 
 
 def route_with_connexion(app: flask.Flask) -> None:
     """Make connexion's Flask app a RoutedFlask (it builds a plain flask.Flask)."""
     app.__class__ = RoutedFlask
-    app.extensions.setdefault(VIEWS, {})
+    app.extensions.setdefault(RULES, {})

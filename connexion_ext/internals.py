@@ -1,5 +1,5 @@
-"""Every name this service takes from connexion, a2wsgi and starlette that they do not
-document for use from outside. Nothing else in the project imports such a name; the
+"""Every name this service takes from connexion, a2wsgi, starlette and Flask that they do
+not document for use from outside. Nothing else in the project imports such a name; the
 attributes connexion_ext's subclasses read from their connexion base classes are listed
 here too, with the module that reads them.
 
@@ -34,13 +34,17 @@ each name below that fails if an upgrade changes what we rely on.
 | ROUTING_CONTEXT (scope extension:      | operation_id(),    | which operation was routed    |
 |   api_base_path, operation_id)         |   .dispatch        |                               |
 | FlaskASGIApp.app: the plain flask.Flask| .dispatch          | Flask dispatches what connex- |
-|   it makes (its class becomes Routed-  |                    |   ion routed, without its own |
-|   Flask); FlaskApi.base_path; Flask's  |                    |   URL map (speed: 6% of a GET)|
-|   request_ctx.url_adapter (url_for)    |                    |                               |
-| SwaggerUIMiddleware.router             | .swagger_ui        | API requests skip the UI      |
-| starlette._utils.get_route_path        | .swagger_ui,       | match paths as starlette does |
-|                                        |   .dispatch        |                               |
-| ApiKeySecurityHandler._get_verify_func| .security          | the key function's signature  |
+|   it makes (its class becomes Routed-  |   (.operations     |   ion routed, without its own |
+|   Flask); FlaskApi.base_path, the rule |   registers the    |   URL match (speed: 6% of a   |
+|   each operation's view is registered  |   rules)           |   GET)                        |
+|   under; PATH_PARAMETER_CONVERTERS     |                    |                               |
+|   (connexion's type -> Flask converter)|                    |                               |
+| Flask: RequestContext.url_adapter via  | .dispatch          | url_for binds the adapter on  |
+|   flask.globals.request_ctx, what      |                    |   demand; the request gets    |
+|   create_url_adapter returning None    |                    |   the rule and view_args its  |
+|   skips (match_request), Request.url_- |                    |   match would have set        |
+|   rule/.view_args                      |                    |                               |
+| ApiKeySecurityHandler._get_verify_func | .security          | the key function's signature  |
 |   (func, loc, name, required_scopes):  |                    |   read once, not per request  |
 |   the hook connexion's docs name for a |                    |   (speed: 3% of a GET)        |
 |   custom handler, with the API-key     |                    |                               |
@@ -60,16 +64,25 @@ from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from connexion.apps.flask import FlaskApi, FlaskOperation
 from connexion.decorators.parameter import pythonic, sanitized
 from connexion.decorators.response import SyncResponseDecorator
+from connexion.frameworks.flask import PATH_PARAMETER_CONVERTERS as FLASK_PATH_CONVERTERS
 from connexion.frameworks.flask import Flask as FlaskFramework
 from connexion.frameworks.starlette import (
     PATH_PARAMETER_CONVERTERS as STARLETTE_PATH_CONVERTERS,
 )
 from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.security import ApiKeySecurityHandler
 from connexion.utils import TYPE_MAP, is_json_mimetype
+from flask.globals import request_ctx
 from starlette._utils import get_route_path
 from starlette.requests import cookie_parser
 
-CHECKED = {"connexion": "3.3.0", "a2wsgi": "1.10.10", "starlette": "1.10.0"}
+CHECKED = {
+    "connexion": "3.3.0",
+    "a2wsgi": "1.10.10",
+    "starlette": "1.10.0",
+    "flask": "3.1.3",
+    "werkzeug": "3.1.9",
+}
 
 
 class UncheckedVersion(RuntimeError):
@@ -91,9 +104,11 @@ check_versions()
 
 __all__ = [
     "CHECKED",
+    "FLASK_PATH_CONVERTERS",
     "ROUTING_CONTEXT",
     "STARLETTE_PATH_CONVERTERS",
     "TYPE_MAP",
+    "ApiKeySecurityHandler",
     "Environ",
     "FlaskApi",
     "FlaskFramework",
@@ -109,5 +124,6 @@ __all__ = [
     "get_route_path",
     "is_json_mimetype",
     "pythonic",
+    "request_ctx",
     "sanitized",
 ]

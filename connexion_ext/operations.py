@@ -29,7 +29,7 @@ import flask
 from connexion.context import context
 from connexion.operations import AbstractOperation
 
-from connexion_ext.dispatch import VIEWS, RoutedView
+from connexion_ext.dispatch import RULES, RoutedRule
 from connexion_ext.internals import (
     TYPE_MAP,
     FlaskApi,
@@ -45,11 +45,29 @@ from connexion_ext.internals import (
 def add_prepared_api(
     flask_app: flask.Flask, specification: Any, *, name: str | None = None, **kwargs: Any
 ) -> FlaskApi:
-    """FlaskASGIApp.add_api, making PreparedOperation views (and telling a RoutedFlask
-    which view each operation connexion routes to has)."""
+    """FlaskASGIApp.add_api, making PreparedOperation views, and telling a RoutedFlask
+    which rule each operation connexion routes to has."""
     api = PreparedFlaskApi(specification, **kwargs)
     flask_app.register_blueprint(api.blueprint, **({"name": name} if name else {}))
-    flask_app.extensions.setdefault(VIEWS, {}).update(api.routed)
+    rules = flask_app.extensions.setdefault(RULES, {})
+    made_here = {id(prepared): prepared for prepared in api.prepared}
+    for rule in flask_app.url_map.iter_rules():
+        prepared = made_here.get(id(flask_app.view_functions[rule.endpoint]))
+        if prepared is None:
+            continue
+        operation = prepared.operation
+        key = (api.base_path, operation.operation_id)
+        # Two operations that connexion's routing names alike: Flask's routing tells them apart.
+        rules[key] = (
+            None
+            if key in rules
+            else RoutedRule.of(
+                rule,
+                api.base_path + operation.path,
+                operation.get_path_parameter_types(),
+                flask_app.url_map,
+            )
+        )
     return api
 
 
@@ -211,20 +229,12 @@ class PreparedOperation(FlaskOperation):  # type: ignore[misc]
 
 class PreparedFlaskApi(FlaskApi):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # (base path, operation id) -> its view, as connexion's routing names them.
-        self.routed: dict[tuple[str, str], RoutedView] = {}
+        self.prepared: list[PreparedOperation] = []
         super().__init__(*args, **kwargs)  # makes the operations
 
     def make_operation(self, operation: AbstractOperation) -> PreparedOperation:
         prepared = PreparedOperation.from_operation(
             operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
-        types = {
-            p["name"]: p.get("schema", p).get("type")
-            for p in operation.parameters
-            if p["in"] == "path"
-        }
-        self.routed[(self.base_path, operation.operation_id)] = RoutedView.of(
-            prepared.fn, self.base_path + operation.path, types
-        )
+        self.prepared.append(prepared)
         return prepared

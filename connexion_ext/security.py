@@ -11,19 +11,19 @@ goes through as it would there.
 """
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from connexion.exceptions import OAuthResponseProblem
 from connexion.lifecycle import ConnexionRequest
-from connexion.security import ApiKeySecurityHandler
+
+from connexion_ext.internals import ApiKeySecurityHandler
 
 REFUSED = "Provided apikey is not valid"  # connexion's words for a key the function refuses
 
 
 class ApiKeyInHeader(ApiKeySecurityHandler):  # type: ignore[misc]
-    """A key sent in a header, checked by a plain (not async) function; a key sent
-    elsewhere, or an async function, is left to connexion's own handler."""
+    """A key sent in a header; one sent elsewhere is left to connexion's own handler."""
 
     def _get_verify_func(
         self,
@@ -32,31 +32,45 @@ class ApiKeyInHeader(ApiKeySecurityHandler):  # type: ignore[misc]
         name: str,
         required_scopes: list[str],
     ) -> Callable[[ConnexionRequest], Any]:
-        connexions: Callable[[ConnexionRequest], Any] = super()._get_verify_func(
+        connexion_check: Callable[[ConnexionRequest], Any] = super()._get_verify_func(
             api_key_info_func, loc, name, required_scopes
         )
-        if loc != "header" or inspect.iscoroutinefunction(api_key_info_func):
-            return connexions
-        parameters = inspect.signature(api_key_info_func).parameters
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+        if loc != "header":
+            return connexion_check
+        # What connexion passes: a keyword the function names (not as *args), or any
+        # keyword to one that takes **kwargs.
+        parameters = inspect.signature(api_key_info_func).parameters.values()
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+        named = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         extra: dict[str, Any] = {}
-        if takes_any or self.required_scopes_kw in parameters:
+        if takes_any or self.required_scopes_kw in named:
             extra[self.required_scopes_kw] = required_scopes
-        pass_request = takes_any or self.request_kw in parameters
+        pass_request = takes_any or self.request_kw in named
 
         def verify(request: ConnexionRequest) -> Any:
             key = request.headers.get(name)
             if key is None:
-                return connexions(request)  # connexion's answer to a missing key
+                return connexion_check(request)  # connexion's answer to a missing key
             if pass_request:
                 token_info = api_key_info_func(key, **extra, request=request)
             else:
                 token_info = api_key_info_func(key, **extra)
+            if inspect.isawaitable(token_info):  # an async function's, or one it returned
+                return _refused_if_none(token_info)
             if token_info is None:
                 raise OAuthResponseProblem(detail=REFUSED)
             return token_info
 
         return verify
+
+
+async def _refused_if_none(token_info: Awaitable[Any]) -> Any:
+    answer = await token_info
+    while inspect.isawaitable(answer):
+        answer = await answer
+    if answer is None:
+        raise OAuthResponseProblem(detail=REFUSED)
+    return answer
 
 
 SECURITY = {"apiKey": ApiKeyInHeader}

@@ -368,6 +368,33 @@ def call_wsgi(wsgi, environ):  # type: ignore[no-untyped-def]
     return status, dict(headers), body
 
 
+def asgi_request(headers=(), query=b""):  # type: ignore[no-untyped-def]
+    """The ConnexionRequest a security check gets for a GET / with these headers."""
+    from connexion.lifecycle import ConnexionRequest
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],  # as ASGI sends them
+    }
+    return ConnexionRequest(scope)
+
+
+def settled(result):  # type: ignore[no-untyped-def]
+    """A security check's answer, awaited (as connexion does) if it is awaitable."""
+    import asyncio
+    import inspect
+
+    async def awaited(value):  # type: ignore[no-untyped-def]
+        while inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return asyncio.run(awaited(result)) if inspect.isawaitable(result) else result
+
+
 def report(request: pytest.FixtureRequest, topic: str, line: str) -> None:
     """Show a measured figure in pytest's output, past output capturing."""
     plugins = request.config.pluginmanager

@@ -1003,90 +1003,8 @@ def test_the_response_validator_reads_the_request_method_from_its_scope() -> Non
     assert validator("GET").wrap_send(send) is not send
 
 
-def _key_check(function, loc="header", scopes=("write",)):  # type: ignore[no-untyped-def]
-    from connexion_ext.security import ApiKeyInHeader
-
-    return ApiKeyInHeader()._get_verify_func(function, loc, "X-Key", list(scopes))
-
-
-def _key_request(headers=(), query=b""):  # type: ignore[no-untyped-def]
-    from connexion.lifecycle import ConnexionRequest
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/",
-        "query_string": query,
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],  # as ASGI sends them
-    }
-    return ConnexionRequest(scope)
-
-
-def _settled(result):  # type: ignore[no-untyped-def]
-    """A verify function's answer, awaited if connexion's gave a coroutine."""
-    while asyncio.iscoroutine(result):
-        result = asyncio.run(result)
-    return result
-
-
-def test_the_key_function_gets_the_key_and_what_else_it_takes() -> None:
-    calls = []
-
-    def plain(key):  # type: ignore[no-untyped-def]
-        calls.append(("plain", key))
-        return {"sub": "a"}
-
-    def scoped(key, required_scopes):  # type: ignore[no-untyped-def]
-        calls.append(("scoped", key, required_scopes))
-        return {"sub": "b"}
-
-    def with_request(key, request):  # type: ignore[no-untyped-def]
-        calls.append(("with_request", key, request.headers["x-key"]))
-        return {"sub": "c"}
-
-    def anything(key, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(("anything", key, sorted(kwargs)))
-        return {"sub": "d"}
-
-    request = _key_request([("X-Key", "k1")])
-    answers = [_key_check(f)(request) for f in (plain, scoped, with_request, anything)]
-    assert answers == [{"sub": "a"}, {"sub": "b"}, {"sub": "c"}, {"sub": "d"}]
-    assert calls == [
-        ("plain", "k1"),
-        ("scoped", "k1", ["write"]),
-        ("with_request", "k1", "k1"),
-        ("anything", "k1", ["request", "required_scopes"]),
-    ]
-
-
-def test_no_key_is_connexions_no_credentials_and_a_refused_key_is_a_401() -> None:
-    from connexion.exceptions import OAuthResponseProblem
-    from connexion.security import NO_VALUE
-
-    asked = []
-    check = _key_check(lambda key: asked.append(key))
-    assert _settled(check(_key_request())) is NO_VALUE
-    assert asked == [], "no key: the function is not asked"
-    with pytest.raises(OAuthResponseProblem) as refused:
-        check(_key_request([("X-Key", "nope")]))
-    assert (refused.value.status, refused.value.detail) == (401, "Provided apikey is not valid")
-    assert asked == ["nope"]
-
-
-def test_a_key_in_the_query_or_an_async_key_function_is_left_to_connexion() -> None:
-    async def checked_later(key):  # type: ignore[no-untyped-def]
-        return {"sub": key}
-
-    in_query = _key_check(lambda key: {"sub": key}, loc="query")
-    assert _settled(in_query(_key_request(query=b"X-Key=q1"))) == {"sub": "q1"}
-    assert _settled(_key_check(checked_later)(_key_request([("X-Key", "h1")]))) == {"sub": "h1"}
-
-
-def test_flask_dispatches_what_connexion_routed_without_matching_it_again(
-    client, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    # connexion's router finds the operation and its path parameters before Flask sees a
-    # request; Flask's URL map found them a second time (6% of a GET).
+def _binds_counted(monkeypatch):  # type: ignore[no-untyped-def]
+    """Each time Flask binds its URL map to a request (to match it), appended to."""
     from werkzeug.routing import Map
 
     bound = []
@@ -1094,6 +1012,15 @@ def test_flask_dispatches_what_connexion_routed_without_matching_it_again(
     monkeypatch.setattr(
         Map, "bind_to_environ", lambda *a, **kw: bound.append(a) or bind_to_environ(*a, **kw)
     )
+    return bound
+
+
+def test_flask_dispatches_what_connexion_routed_without_matching_it_again(
+    client, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # connexion's router finds the operation and its path parameters before Flask sees a
+    # request; Flask's URL map found them a second time (6% of a GET).
+    bound = _binds_counted(monkeypatch)
     created = client.post("/v1/users", json={"name": "Ada", "age": 36})
     assert created.status_code == 201
     user = created.headers["Location"]
@@ -1107,51 +1034,122 @@ def test_flask_dispatches_what_connexion_routed_without_matching_it_again(
     assert bound == []
 
 
+def test_the_gunicorn_path_dispatches_without_a_match_too(app, to_wsgi, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    wsgi = to_wsgi(app)
+    environ = wsgi_environ("/v1/users/1", HTTP_X_API_KEY=WRITE_KEY)
+    call_wsgi(wsgi, environ)  # connexion adds the API to Flask on the first request
+    bound = _binds_counted(monkeypatch)
+    status, _headers, _body = call_wsgi(wsgi, wsgi_environ("/v1/users/1", HTTP_X_API_KEY=WRITE_KEY))
+    assert status.startswith("404")  # no such user: the handler ran and said so
+    assert bound == []
+
+
 @pytest.mark.parametrize("path", ["/v1//users", "/v1//users/1", "/v1/users/1/"])
 def test_a_path_connexion_routes_loosely_is_still_routed_by_flask(client, path) -> None:  # type: ignore[no-untyped-def]
     # connexion's router takes /v1//users for /v1/users; only a path written exactly as
-    # the contract's is dispatched without Flask's URL map, which refuses the others.
+    # the rule takes it is dispatched without Flask's URL map, which refuses the others.
     response = client.get(path)
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
 
 
-def test_a_routed_view_takes_only_its_path_written_exactly_and_converts_by_type() -> None:
-    from connexion_ext.dispatch import RoutedView
+def test_an_app_that_checks_its_host_is_routed_by_flask(app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Flask checks TRUSTED_HOSTS while it builds the URL adapter; such an app keeps it.
+    app.app.config["TRUSTED_HOSTS"] = ["api.example.org"]
+    bound = _binds_counted(monkeypatch)
+    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
+        assert client.get("/v1", headers={"Host": "api.example.org"}).status_code == 200
+        refused = client.get("/v1", headers={"Host": "elsewhere.example"})
+    assert refused.status_code == 400
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert len(bound) == 1, "Flask matched the trusted one (the other stops at the host)"
 
-    route = RoutedView.of(
-        print, "/v1/shops/{shop-id}/items/{price}/{code}", {"shop-id": "integer", "price": "number"}
+
+def test_a_request_with_no_asgi_scope_is_routed_by_flask(app, client) -> None:  # type: ignore[no-untyped-def]
+    from werkzeug.test import EnvironBuilder
+
+    assert client.get("/v1").status_code == 200  # connexion adds the API to Flask
+    request = app.app.request_class(EnvironBuilder(path="/v1").get_environ())
+    adapter = app.app.create_url_adapter(request)
+    assert adapter is not None
+    endpoint, arguments = adapter.match()
+    assert (endpoint.endswith("_api_index"), arguments) == (True, {})
+
+
+def _routed_rule(app, template, flask_rule, types):  # type: ignore[no-untyped-def]
+    from werkzeug.routing import Rule
+
+    from connexion_ext.dispatch import RoutedRule
+
+    rule = Rule(flask_rule, endpoint="x")
+    rule.bind(app.app.url_map, rebind=True)
+    return RoutedRule.of(rule, template, types, app.app.url_map)
+
+
+def test_a_routed_rule_reads_a_path_as_flasks_rule_would(app) -> None:  # type: ignore[no-untyped-def]
+    route = _routed_rule(
+        app,
+        "/v1/shops/{shop-id}/items/{price}/{code}",
+        "/v1/shops/<int:shop_id>/items/<float:price>/<code>",
+        {"shop-id": "integer", "price": "number", "code": "string"},
     )
     assert route.arguments("/v1/shops/7/items/2.5/a.b") == {
         "shop_id": 7,
         "price": 2.5,
         "code": "a.b",
     }
-    assert route.arguments("/v1/shops//7/items/2.5/ab") is None
-    assert route.arguments("/v1/shops/7/items/2.5/ab/") is None
-    assert route.arguments("/v1/shops/7/items/2.5") is None
-    assert route.arguments("/v1/shops/x/items/2.5/ab") is None, "Flask's routing decides"
-    assert RoutedView.of(print, "/v1.0", {}).arguments("/v1.0") == {}
-    assert RoutedView.of(print, "/v1.0", {}).arguments("/v1x0") is None
+    assert route.arguments("/v1/shops/+7/items/.5/ab") == {"shop_id": 7, "price": 0.5, "code": "ab"}
+    for loose in (
+        "/v1/shops//7/items/2.5/ab",
+        "/v1/shops/7/items/2.5/ab/",
+        "/v1/shops/7/items/2.5",
+    ):
+        assert route.arguments(loose) is None, loose
+    # What Flask's converters refuse (int() and float() would take it) is Flask's to answer.
+    for refused in (
+        "/v1/shops/1_0/items/2/ab",
+        "/v1/shops/x/items/2/ab",
+        "/v1/shops/7/items/1e5/ab",
+    ):
+        assert route.arguments(refused) is None, refused
+    assert _routed_rule(app, "/v1.0", "/v1.0", {}).arguments("/v1x0") is None
+    files = _routed_rule(app, "/files/{name}", "/files/<path:name>", {"name": "path"})
+    assert files.arguments("/files/a/b.txt") == {"name": "a/b.txt"}
 
 
-def test_url_for_still_works_in_a_request_dispatched_without_flasks_url_map(app) -> None:  # type: ignore[no-untyped-def]
+def test_two_operations_routing_names_alike_are_left_to_flask() -> None:
+    # connexion chains two APIs under one base path; their operation ids may repeat.
+    import flask
+    from connexion.spec import Specification
+
+    from connexion_ext.dispatch import RULES
+    from connexion_ext.operations import add_prepared_api
+    from tests.helpers import ROOT
+
+    spec = Specification.load(ROOT / "openapi.yaml")
+    flask_app = flask.Flask(__name__)
+    add_prepared_api(flask_app, spec)
+    assert all(flask_app.extensions[RULES].values())
+    add_prepared_api(flask_app, spec, name="second")
+    assert not any(flask_app.extensions[RULES].values())
+
+
+def test_url_for_works_in_a_request_dispatched_without_flasks_url_map(app) -> None:  # type: ignore[no-untyped-def]
     import flask
 
     built = []
     with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
         client.get("/v1")  # connexion adds the API to Flask on the first request
-    rules = app.app.url_map.iter_rules()
-    endpoint = next(rule.endpoint for rule in rules if rule.endpoint.endswith("_get_user"))
-    view = app.app.extensions["connexion_ext.views"]
-    key = next(key for key in view if key[1].endswith("get_user"))
-    original = view[key]
-    view[key] = type(original)(
-        lambda **kw: built.append(flask.url_for(endpoint, user_id=kw["user_id"] + 1)) or "",
-        original.path,
-        original.names,
-        original.converters,
-    )
-    with app.test_client(headers={"X-API-Key": WRITE_KEY}) as client:
-        client.get("/v1/users/41")
-    assert built == ["/v1/users/42"]
+        rules = app.app.url_map.iter_rules()
+        endpoint = next(rule.endpoint for rule in rules if rule.endpoint.endswith("_get_user"))
+        relative = "." + endpoint.rpartition(".")[2]
+        original = app.app.view_functions[endpoint]
+
+        def view(**kwargs):  # type: ignore[no-untyped-def]
+            built.append((flask.request.endpoint, flask.url_for(endpoint, user_id=42)))
+            built.append(flask.url_for(relative, user_id=43))
+            return original(**kwargs)
+
+        app.app.view_functions[endpoint] = view
+        assert client.get("/v1/users/41").status_code == 404
+    assert built == [(endpoint, "/v1/users/42"), "/v1/users/43"]

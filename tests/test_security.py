@@ -12,7 +12,7 @@ import structlog
 import apikeys
 from apikeys import ApiKey, KeyConfigError, new_key
 from settings import Settings
-from tests.helpers import READ_KEY, ROOT, WRITE_KEY, assert_problem
+from tests.helpers import READ_KEY, ROOT, WRITE_KEY, asgi_request, assert_problem, settled
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -395,3 +395,92 @@ def test_the_key_check_inspects_no_signature_per_request(client, monkeypatch):
     for _ in range(3):
         assert client.get("/v1/users?limit=1").status_code == 200
     assert asked == []
+
+
+def _key_check(function, loc="header"):  # type: ignore[no-untyped-def]
+    from connexion_ext.security import ApiKeyInHeader
+
+    return ApiKeyInHeader()._get_verify_func(function, loc, "X-Key", ["write"])
+
+
+class TestKeyCheck:
+    """connexion_ext.security.ApiKeyInHeader answers as connexion's own API-key check."""
+
+    def test_the_key_function_gets_the_key_and_the_keywords_it_names(self):
+        calls = []
+
+        def plain(key):
+            calls.append(("plain", key))
+            return {"sub": "a"}
+
+        def scoped(key, required_scopes):
+            calls.append(("scoped", key, required_scopes))
+            return {"sub": "b"}
+
+        def with_request(key, request):
+            calls.append(("with_request", key, request.headers["x-key"]))
+            return {"sub": "c"}
+
+        def anything(key, **kwargs):
+            calls.append(("anything", key, sorted(kwargs)))
+            return {"sub": "d"}
+
+        def positional(key, *required_scopes):  # a *args name is no keyword to pass
+            calls.append(("positional", key, required_scopes))
+            return {"sub": "e"}
+
+        request = asgi_request([("X-Key", "k1")])
+        checks = (plain, scoped, with_request, anything, positional)
+        answers = [_key_check(f)(request) for f in checks]
+        assert answers == [{"sub": s} for s in "abcde"]
+        assert calls == [
+            ("plain", "k1"),
+            ("scoped", "k1", ["write"]),
+            ("with_request", "k1", "k1"),
+            ("anything", "k1", ["request", "required_scopes"]),
+            ("positional", "k1", ()),
+        ]
+
+    def test_no_key_is_connexions_no_credentials_and_the_function_is_not_asked(self):
+        from connexion.security import NO_VALUE
+
+        asked = []
+        assert settled(_key_check(asked.append)(asgi_request())) is NO_VALUE
+        assert asked == []
+
+    def test_a_key_the_function_refuses_is_a_401_and_what_it_raises_goes_through(self):
+        from connexion.exceptions import Forbidden, OAuthResponseProblem
+        from connexion.security import NO_VALUE
+
+        request = asgi_request([("X-Key", "k1")])
+        with pytest.raises(OAuthResponseProblem) as refused:
+            _key_check(lambda key: None)(request)
+        assert (refused.value.status, refused.value.detail) == (401, "Provided apikey is not valid")
+        assert _key_check(lambda key: NO_VALUE)(request) is NO_VALUE
+
+        def forbidding(key):
+            raise Forbidden(detail="not you")
+
+        with pytest.raises(Forbidden):
+            _key_check(forbidding)(request)
+
+    def test_an_async_function_or_an_awaitable_it_returns_is_awaited_and_checked(self):
+        from connexion.exceptions import OAuthResponseProblem
+
+        async def later(answer):
+            return answer
+
+        async def checking(key):
+            return None if key == "bad" else {"sub": key}
+
+        good, bad = asgi_request([("X-Key", "k1")]), asgi_request([("X-Key", "bad")])
+        assert settled(_key_check(lambda key: later({"sub": key}))(good)) == {"sub": "k1"}
+        assert settled(_key_check(checking)(good)) == {"sub": "k1"}
+        for check in (_key_check(lambda key: later(None)), _key_check(checking)):
+            with pytest.raises(OAuthResponseProblem):
+                settled(check(bad))
+
+    def test_a_key_in_the_query_is_left_to_connexion(self):
+        both = asgi_request([("X-Key", "in-header")], query=b"X-Key=in-query")
+        in_query = _key_check(lambda key: {"sub": key}, loc="query")
+        assert settled(in_query(both)) == {"sub": "in-query"}
