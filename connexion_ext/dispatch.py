@@ -48,15 +48,16 @@ class RoutedRule:
     def of(cls, rule: Rule, template: str, types: Mapping[str, str], url_map: Map) -> "RoutedRule":
         """`template` the whole path, base path included; `types` each parameter's type,
         as connexion gives them to Flask (integer, number, path, string)."""
-        names = path_parameters(template)
-        converters = tuple(
-            (name.replace("-", "_"), url_map.converters[_converter(types.get(name))](url_map))
-            for name in names
-        )
-        segments = {
-            name: converter.regex for name, (_, converter) in zip(names, converters, strict=True)
+        converters = {
+            name: url_map.converters[_converter(types.get(name))](url_map)
+            for name in path_parameters(template)
         }
-        return cls(rule, path_pattern(template, segments), converters)
+        segments = {name: converter.regex for name, converter in converters.items()}
+        return cls(
+            rule,
+            path_pattern(template, segments),
+            tuple((name.replace("-", "_"), converter) for name, converter in converters.items()),
+        )
 
     def arguments(self, path: str) -> dict[str, Any] | None:
         """The view's arguments, if the rule takes `path` as it is written."""
@@ -73,7 +74,7 @@ class RoutedRule:
 
 
 def _converter(kind: str | None) -> str:
-    return str(FLASK_PATH_CONVERTERS.get(kind or "", "default"))
+    return str(FLASK_PATH_CONVERTERS.get(kind, "default"))
 
 
 class RoutedFlask(flask.Flask):
@@ -92,7 +93,7 @@ class RoutedFlask(flask.Flask):
         """Flask's url_for; a request dispatched here gets its URL adapter when it asks."""
         if flask.has_request_context():
             context = request_ctx._get_current_object()  # type: ignore[attr-defined]
-            if context.url_adapter is None and _ROUTED in context.request.environ:
+            if context.url_adapter is None and context.request.environ.get(_ROUTED):
                 context.url_adapter = super().create_url_adapter(context.request)
         return super().url_for(endpoint, **values)
 

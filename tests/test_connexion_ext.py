@@ -1065,11 +1065,19 @@ def test_an_app_that_checks_its_host_is_routed_by_flask(app, monkeypatch) -> Non
     assert len(bound) == 1, "Flask matched the trusted one (the other stops at the host)"
 
 
-def test_a_request_with_no_asgi_scope_is_routed_by_flask(app, client) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "scope",
+    [None, {"type": "http", "path": "/v1"}, {"type": "http", "path": "/v1", "extensions": {}}],
+    ids=["no scope", "no extensions", "not routed"],
+)
+def test_a_request_connexion_did_not_route_is_routed_by_flask(app, client, scope) -> None:  # type: ignore[no-untyped-def]
     from werkzeug.test import EnvironBuilder
 
     assert client.get("/v1").status_code == 200  # connexion adds the API to Flask
-    request = app.app.request_class(EnvironBuilder(path="/v1").get_environ())
+    environ = EnvironBuilder(path="/v1").get_environ()
+    if scope is not None:
+        environ["asgi.scope"] = scope
+    request = app.app.request_class(environ)
     adapter = app.app.create_url_adapter(request)
     assert adapter is not None
     endpoint, arguments = adapter.match()

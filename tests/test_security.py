@@ -475,12 +475,14 @@ class TestKeyCheck:
 
         good, bad = asgi_request([("X-Key", "k1")]), asgi_request([("X-Key", "bad")])
         assert settled(_key_check(lambda key: later({"sub": key}))(good)) == {"sub": "k1"}
+        assert settled(_key_check(lambda key: later(later({"sub": key})))(good)) == {"sub": "k1"}
         assert settled(_key_check(checking)(good)) == {"sub": "k1"}
         for check in (_key_check(lambda key: later(None)), _key_check(checking)):
-            with pytest.raises(OAuthResponseProblem):
+            with pytest.raises(OAuthResponseProblem) as refused:
                 settled(check(bad))
+            assert refused.value.detail == "Provided apikey is not valid"
 
     def test_a_key_in_the_query_is_left_to_connexion(self):
         both = asgi_request([("X-Key", "in-header")], query=b"X-Key=in-query")
-        in_query = _key_check(lambda key: {"sub": key}, loc="query")
-        assert settled(in_query(both)) == {"sub": "in-query"}
+        in_query = _key_check(lambda key, required_scopes: {key: required_scopes}, loc="query")
+        assert settled(in_query(both)) == {"in-query": ["write"]}
