@@ -477,7 +477,8 @@ class TestKeyCheck:
         assert settled(_key_check(lambda key: later({"sub": key}))(good)) == {"sub": "k1"}
         assert settled(_key_check(lambda key: later(later({"sub": key})))(good)) == {"sub": "k1"}
         assert settled(_key_check(checking)(good)) == {"sub": "k1"}
-        for check in (_key_check(lambda key: later(None)), _key_check(checking)):
+        refusing = (lambda key: later(None), lambda key: later(later(None)), checking)
+        for check in map(_key_check, refusing):
             with pytest.raises(OAuthResponseProblem) as refused:
                 settled(check(bad))
             assert refused.value.detail == "Provided apikey is not valid"
