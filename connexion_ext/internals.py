@@ -46,10 +46,10 @@ each name below that fails if an upgrade changes what we rely on.
 |   rule/.view_args                      |                    |                               |
 | ApiKeySecurityHandler._get_verify_func | .security          | the key function's signature  |
 |   (func, loc, name, required_scopes):  |                    |   read once, not per request  |
-|   the hook connexion's docs name for a |                    |   (speed: 3% of a GET)        |
-|   custom handler, with the API-key     |                    |                               |
-|   handler's arguments; .required_-     |                    |                               |
-|   scopes_kw, .request_kw               |                    |                               |
+|   connexion documents overriding a     |                    |   (speed: 3% of a GET)        |
+|   scheme's handler through security_-  |                    |                               |
+|   map and _get_verify_func; the argu-  |                    |                               |
+|   ments are the API-key handler's own  |                    |                               |
 | a2wsgi build_scope (and the scope's    | .bridge            | WSGI <-> ASGI in one greenlet;|
 |   "wsgi_environ" it keeps), build_en-  |                    |   Flask gets gunicorn's own   |
 |   viron, StatusStringMapping, wsgi_ty- |                    |   environ back                |

@@ -37,15 +37,15 @@ class ApiKeyInHeader(ApiKeySecurityHandler):  # type: ignore[misc]
         )
         if loc != "header":
             return connexion_check
-        # What connexion passes: a keyword the function names (not as *args), or any
-        # keyword to one that takes **kwargs.
+        # What connexion passes (its docs name both keywords): one the function names
+        # (not as *args), or either to one that takes **kwargs.
         parameters = inspect.signature(api_key_info_func).parameters.values()
         takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
         named = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         extra: dict[str, Any] = {}
-        if takes_any or self.required_scopes_kw in named:
-            extra[self.required_scopes_kw] = required_scopes
-        pass_request = takes_any or self.request_kw in named
+        if takes_any or "required_scopes" in named:
+            extra["required_scopes"] = required_scopes
+        pass_request = takes_any or "request" in named
 
         def verify(request: ConnexionRequest) -> Any:
             key = request.headers.get(name)
