@@ -4,8 +4,9 @@ attributes connexion_ext's subclasses read from their connexion base classes are
 here too, with the module that reads them.
 
 Checked against the versions in CHECKED; `check_versions()` (run at import, so at every
-start) refuses others with one clear line, and tests/test_connexion_ext.py has a test for
-each name below that fails if an upgrade changes what we rely on.
+start) refuses others with one clear line, and tests/test_connexion_ext.py (the key check:
+tests/test_security.py) has a test for each name below that fails if an upgrade changes
+what we rely on.
 
 | name                                   | used by            | why                           |
 |----------------------------------------|--------------------|-------------------------------|
