@@ -50,7 +50,9 @@ what we rely on.
 |   connexion documents overriding a     |                    |   (speed: 3% of a GET)        |
 |   scheme's handler through security_-  |                    |                               |
 |   map and _get_verify_func; the argu-  |                    |                               |
-|   ments are the API-key handler's own  |                    |                               |
+|   ments are the API-key handler's own; |                    |                               |
+|   ._accepts_kwarg (connexion's test of |                    |                               |
+|   which keywords the function takes)   |                    |                               |
 | a2wsgi build_scope (and the scope's    | .bridge            | WSGI <-> ASGI in one greenlet;|
 |   "wsgi_environ" it keeps), build_en-  |                    |   Flask gets gunicorn's own   |
 |   viron, StatusStringMapping, wsgi_ty- |                    |   environ back                |

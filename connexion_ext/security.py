@@ -37,15 +37,11 @@ class ApiKeyInHeader(ApiKeySecurityHandler):  # type: ignore[misc]
         )
         if loc != "header":
             return connexion_check
-        # What connexion passes (its docs name both keywords): one the function names
-        # (not as *args), or either to one that takes **kwargs.
-        parameters = inspect.signature(api_key_info_func).parameters.values()
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
-        named = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        # The keywords connexion passes, asked as connexion asks (once, here).
         extra: dict[str, Any] = {}
-        if takes_any or "required_scopes" in named:
+        if self._accepts_kwarg(api_key_info_func, "required_scopes"):
             extra["required_scopes"] = required_scopes
-        pass_request = takes_any or "request" in named
+        pass_request = self._accepts_kwarg(api_key_info_func, "request")
 
         def verify(request: ConnexionRequest) -> Any:
             key = request.headers.get(name)
@@ -65,7 +61,7 @@ class ApiKeyInHeader(ApiKeySecurityHandler):  # type: ignore[misc]
 
 
 async def _refused_if_none(token_info: Awaitable[Any]) -> Any:
-    answer = await token_info
+    answer: Any = token_info
     while inspect.isawaitable(answer):
         answer = await answer
     if answer is None:
