@@ -33,8 +33,7 @@ from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from starlette.types import Scope
 
 from connexion_ext.bridge import InlineFlask, to_wsgi
-from connexion_ext.dispatch import route_with_connexion
-from connexion_ext.internals import ROUTING_CONTEXT
+from connexion_ext.dispatch import route_with_connexion, routed_to
 from connexion_ext.jsonifier import OrjsonJsonifier
 from connexion_ext.operations import add_prepared_api
 from connexion_ext.routing import RoutingAnySegment
@@ -78,8 +77,7 @@ def customise(app: FlaskApp) -> None:
 def operation_id(scope: Scope) -> str | None:
     """The operationId connexion routed this request to, as the contract writes it
     (get_user: connexion's own holds the module too, handlers.users.get_user)."""
-    routing = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
-    resolved: str | None = routing.get("operation_id")
+    resolved: str | None = routed_to(scope).get("operation_id")
     return resolved.rpartition(".")[2] if resolved else None
 
 

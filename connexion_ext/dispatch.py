@@ -108,7 +108,7 @@ class RoutedFlask(flask.Flask):
         scope = environ.get("asgi.scope")
         if scope is None:
             return None
-        routing = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
+        routing = routed_to(scope)
         found: RoutedRule | None = self.extensions[RULES].get(
             (routing.get("api_base_path"), routing.get("operation_id"))
         )
@@ -116,6 +116,13 @@ class RoutedFlask(flask.Flask):
             return None
         arguments = found.arguments(get_route_path(scope))
         return None if arguments is None else (found.rule, arguments)
+
+
+def routed_to(scope: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What connexion's routing recorded in the scope (api_base_path, operation_id);
+    empty for a request it routed nowhere."""
+    routing: Mapping[str, Any] = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
+    return routing
 
 
 def route_with_connexion(app: flask.Flask) -> None:

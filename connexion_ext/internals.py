@@ -32,8 +32,9 @@ what we rely on.
 | PATH_PARAMETER_CONVERTERS (starlette   | .routing           | /v1/users/abc: 401, then 400  |
 |   names for spec types), RoutingMiddle-|                    |   naming user_id (not a 404)  |
 |   ware (registers them in __init__)    |                    |                               |
-| ROUTING_CONTEXT (scope extension:      | operation_id(),    | which operation was routed    |
-|   api_base_path, operation_id)         |   .dispatch        |                               |
+| ROUTING_CONTEXT (scope extension:      | .dispatch.routed_- | which operation was routed    |
+|   api_base_path, operation_id)         |   to (operation_id |                               |
+|                                        |   reads it too)    |                               |
 | FlaskASGIApp.app: the plain flask.Flask| .dispatch          | Flask dispatches what connex- |
 |   it makes (its class becomes Routed-  |   (.operations     |   ion routed, without its own |
 |   Flask); FlaskApi.base_path, the rule |   registers the    |   URL match (speed: 6% of a   |
